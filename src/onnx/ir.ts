@@ -1,0 +1,90 @@
+import type { DType } from '../tensor/dtype.js';
+import type { HostTensor } from '../tensor/tensor.js';
+
+/** Static shape; every dimension is known when the graph is built. */
+export type Shape = readonly number[];
+
+export type ValueKind = 'input' | 'initializer' | 'constant' | 'node';
+
+/**
+ * A tensor-valued edge of the graph. Values are referenced by identity while building and
+ * named only when the graph is written, so renaming a value is just setting `name`.
+ */
+export class Value {
+  constructor(
+    public name: string,
+    readonly dtype: DType,
+    readonly shape: Shape,
+    readonly kind: ValueKind,
+    /** The node that computes this value (for kind 'node' and 'constant'). */
+    public producer?: Node,
+  ) {}
+
+  get rank(): number {
+    return this.shape.length;
+  }
+
+  toString(): string {
+    return `${this.name}: ${this.dtype}[${this.shape.join(',')}]`;
+  }
+}
+
+export type Attr =
+  | { type: 'int'; value: number }
+  | { type: 'float'; value: number }
+  | { type: 'string'; value: string }
+  | { type: 'ints'; value: readonly number[] }
+  | { type: 'floats'; value: readonly number[] }
+  | { type: 'tensor'; value: HostTensor }
+  | { type: 'graph'; value: Graph };
+
+export const attr = {
+  int: (value: number): Attr => ({ type: 'int', value }),
+  float: (value: number): Attr => ({ type: 'float', value }),
+  string: (value: string): Attr => ({ type: 'string', value }),
+  ints: (value: readonly number[]): Attr => ({ type: 'ints', value }),
+  floats: (value: readonly number[]): Attr => ({ type: 'floats', value }),
+  tensor: (value: HostTensor): Attr => ({ type: 'tensor', value }),
+  graph: (value: Graph): Attr => ({ type: 'graph', value }),
+};
+
+export interface Node {
+  op: string;
+  name: string;
+  /** `null` marks an omitted optional input. */
+  inputs: (Value | null)[];
+  outputs: Value[];
+  attrs: Record<string, Attr>;
+}
+
+/** A graph or an `If` branch (a branch has no inputs and may read outer values). */
+export class Graph {
+  readonly inputs: Value[] = [];
+  readonly outputs: Value[] = [];
+  readonly initializers = new Map<Value, HostTensor>();
+  readonly nodes: Node[] = [];
+
+  constructor(public name: string) {}
+}
+
+function readAttr(node: Node, name: string, type: Attr['type']): Attr | undefined {
+  const a = node.attrs[name];
+  if (a && a.type !== type) throw new Error(`attribute ${name} of ${node.name} is ${a.type}, expected ${type}`);
+  return a;
+}
+
+export function intAttr(node: Node, name: string, fallback: number): number {
+  return (readAttr(node, name, 'int')?.value as number | undefined) ?? fallback;
+}
+
+export function floatAttr(node: Node, name: string, fallback: number): number {
+  return (readAttr(node, name, 'float')?.value as number | undefined) ?? fallback;
+}
+
+export function stringAttr(node: Node, name: string, fallback: string): string {
+  return (readAttr(node, name, 'string')?.value as string | undefined) ?? fallback;
+}
+
+export function intsAttr(node: Node, name: string, fallback: readonly number[]): readonly number[] {
+  return (readAttr(node, name, 'ints')?.value as readonly number[] | undefined) ?? fallback;
+}

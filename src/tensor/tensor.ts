@@ -1,0 +1,38 @@
+import { allocate, DTYPES, type DType, type TypedArray } from './dtype.js';
+
+/** A tensor in host memory: dtype, static shape and a typed array in row-major order. */
+export interface HostTensor {
+  dtype: DType;
+  shape: readonly number[];
+  data: TypedArray;
+}
+
+export function numel(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+export function tensor(dtype: DType, shape: readonly number[], data?: TypedArray | ArrayLike<number>): HostTensor {
+  const n = numel(shape);
+  let array: TypedArray;
+  if (data === undefined) array = allocate(dtype, n);
+  else if (ArrayBuffer.isView(data) && data.constructor === allocate(dtype, 0).constructor) array = data as TypedArray;
+  else {
+    array = allocate(dtype, n);
+    const src = data as ArrayLike<number>;
+    if (array instanceof BigInt64Array || array instanceof BigUint64Array) {
+      for (let i = 0; i < src.length; i++) array[i] = BigInt(src[i]!);
+    } else (array as Float64Array).set(src);
+  }
+  if (array.length !== n) throw new Error(`tensor of shape [${shape}] needs ${n} elements, got ${array.length}`);
+  return { dtype, shape: [...shape], data: array };
+}
+
+export function bytesOf(t: HostTensor): Uint8Array {
+  return new Uint8Array(t.data.buffer, t.data.byteOffset, numel(t.shape) * DTYPES[t.dtype].bytes);
+}
+
+/** Float data as plain numbers (float32/float64 only; convert halves first). */
+export function toFloat64(t: HostTensor): Float64Array {
+  if (t.dtype !== 'float32' && t.dtype !== 'float64') throw new Error(`toFloat64 needs float32/float64, got ${t.dtype}`);
+  return Float64Array.from(t.data as Float32Array);
+}
