@@ -3,6 +3,9 @@ import { tensor, type HostTensor } from '../tensor/tensor.js';
 import { attr, Graph, Value, type Attr, type Node, type Shape } from './ir.js';
 import { broadcastShapes, normalizeAxes, normalizeAxis, reshapeTarget, sameShape, ShapeError } from './shapes.js';
 
+/** The cubic coefficient of GELU's tanh approximation (Hendrycks & Gimpel, 2016). */
+export const GELU_TANH_CUBIC = 0.044715;
+
 /** Where model weights go: initializers (inference, prepacked) or graph inputs (training). */
 export type WeightMode = 'initializers' | 'inputs';
 
@@ -23,11 +26,13 @@ export interface ConvOptions {
 /** Naming state shared by a graph and its `If` branches, so every name is unique. */
 class Names {
   private readonly used = new Set<string>();
-  private counter = 0;
+  private readonly counts = new Map<string, number>();
 
   unique(base: string): string {
     let name = base;
-    while (this.used.has(name)) name = `${base}_${++this.counter}`;
+    let n = this.counts.get(base) ?? 0;
+    while (this.used.has(name)) name = `${base}_${++n}`;
+    this.counts.set(base, n);
     this.used.add(name);
     return name;
   }
@@ -67,7 +72,10 @@ export class GraphBuilder {
 
   /** A model weight: an initializer or a graph input, as the builder's weight mode says. */
   param(name: string, t: HostTensor): Value {
-    return this.weights === 'inputs' ? this.input(name, t.dtype, t.shape) : this.initializer(name, t);
+    if (this.weights === 'initializers') return this.initializer(name, t);
+    const v = this.input(name, t.dtype, t.shape);
+    this.graph.paramValues.set(v, t);
+    return v;
   }
 
   /** Marks a value as a graph output, named `name` (an Identity is added where needed). */
@@ -192,8 +200,15 @@ export class GraphBuilder {
   /** x * sigmoid(x); ORT fuses the pattern for inference. */
   silu(x: Value): Value { return this.mul(x, this.sigmoid(x)); }
 
-  /** ONNX Gelu (opset 20): exact (erf) or the tanh approximation. */
+  /**
+   * ONNX Gelu (opset 20): exact (erf) or the tanh approximation. In float64 the tanh form is
+   * spelled out, because ORT's float64 Gelu body carries float32 constants (errors ~1e-8).
+   */
   gelu(x: Value, approximate: 'none' | 'tanh' = 'none'): Value {
+    if (approximate === 'tanh' && x.dtype === 'float64') {
+      const inner = this.mul(this.add(x, this.mul(this.mul(this.mul(x, x), x), GELU_TANH_CUBIC)), Math.sqrt(2 / Math.PI));
+      return this.mul(this.mul(x, 0.5), this.add(this.tanh(inner), 1));
+    }
     return this.unary('Gelu', x, { approximate: attr.string(approximate) });
   }
 

@@ -62,6 +62,8 @@ export class Graph {
   readonly inputs: Value[] = [];
   readonly outputs: Value[] = [];
   readonly initializers = new Map<Value, HostTensor>();
+  /** Values of weights that are graph inputs (weight mode 'inputs'), to feed at run time. */
+  readonly paramValues = new Map<Value, HostTensor>();
   readonly nodes: Node[] = [];
 
   constructor(public name: string) {}
@@ -87,4 +89,18 @@ export function stringAttr(node: Node, name: string, fallback: string): string {
 
 export function intsAttr(node: Node, name: string, fallback: readonly number[]): readonly number[] {
   return (readAttr(node, name, 'ints')?.value as readonly number[] | undefined) ?? fallback;
+}
+
+/**
+ * Every value a node reads: its inputs and the outer values its subgraphs (If branches)
+ * refer to, which ONNX passes implicitly.
+ */
+export function nodeReads(node: Node): Value[] {
+  const reads = node.inputs.filter((v): v is Value => v !== null);
+  for (const a of Object.values(node.attrs)) {
+    if (a.type !== 'graph') continue;
+    const inner = new Set(a.value.nodes.flatMap((n) => n.outputs));
+    for (const n of a.value.nodes) for (const v of nodeReads(n)) if (!inner.has(v) && !reads.includes(v)) reads.push(v);
+  }
+  return reads;
 }

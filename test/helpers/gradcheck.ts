@@ -17,30 +17,32 @@ export interface GradInput {
 }
 
 export interface GradCheckOptions {
-  /** Finite-difference step; 1e-6 in float64. */
+  /** Finite-difference step; 1e-5 in float64. */
   eps?: number;
   /** Relative tolerance on each directional derivative. */
   rtol?: number;
+  /** Absolute tolerance per unit of |loss| (finite differences lose ~1e-16 * |loss| / eps). */
   atol?: number;
   seed?: number;
 }
 
 /** Tolerances for ops that ORT runs only in float32 (inputs cast to float32 around the op). */
-export const FLOAT32_OPTIONS: GradCheckOptions = { eps: 1e-3, rtol: 2e-3, atol: 1e-4 };
+export const FLOAT32_OPTIONS: GradCheckOptions = { eps: 1e-3, rtol: 2e-3, atol: 1e-5 };
 
 /**
  * Central finite-difference check of `gradients`: loss = sum(f(inputs) * R) with a fixed
  * random R, compared along every coordinate of small inputs and along random directions of
  * larger ones. The graph runs in float64, so analytic and numeric derivatives agree to ~1e-8.
+ * Weights that `f` creates with `b.param` are graph inputs and are checked too.
  */
 export async function gradCheck(
   inputs: Record<string, GradInput>,
   f: (b: GraphBuilder, x: Record<string, Value>) => Value | Value[],
   options: GradCheckOptions = {},
-): Promise<{ maxError: number; checks: number }> {
-  const { eps = 1e-6, rtol = 1e-6, atol = 1e-9, seed = 1 } = options;
+): Promise<{ maxError: number; checks: number; checked: string[] }> {
+  const { eps = 1e-5, rtol = 1e-6, atol = 1e-9, seed = 1 } = options;
   const rng = new Rng(seed);
-  const b = new GraphBuilder('gradcheck');
+  const b = new GraphBuilder('gradcheck', { weights: 'inputs' });
   const values: Record<string, Value> = {};
   const feeds: Record<string, HostTensor> = {};
   for (const [name, spec] of Object.entries(inputs)) {
@@ -57,6 +59,11 @@ export async function gradCheck(
     return b.reduceSum(b.mul(y64, b.constant(weights)), y.shape.map((_, i) => i), false);
   });
   const loss = b.sum(terms);
+  for (const [v, t] of b.graph.paramValues) {
+    values[v.name] = v;
+    feeds[v.name] = t;
+    inputs[v.name] = { shape: [...t.shape] };
+  }
   const wrtNames = Object.keys(inputs).filter((k) => !inputs[k]!.constant);
   const grads = gradients(b, loss, wrtNames.map((k) => values[k]!));
   b.output(loss, 'loss');
@@ -64,6 +71,7 @@ export async function gradCheck(
 
   const session = await Session.create(b.graph, { threads: 1 });
   const analytic = await session.run(feeds);
+  const lossScale = Math.max(1, Math.abs((analytic.loss!.data as Float64Array)[0]!));
   const lossAt = async (name: string, direction: Float64Array, scale: number) => {
     const base = feeds[name]!;
     const moved = Float64Array.from(base.data as Float64Array, (v, i) => v + scale * direction[i]!);
@@ -90,13 +98,13 @@ export async function gradCheck(
       const error = Math.abs(exact - numeric);
       maxError = Math.max(maxError, error / Math.max(Math.abs(numeric), Math.abs(exact), 1e-12));
       checks++;
-      if (error > atol + rtol * Math.max(Math.abs(numeric), Math.abs(exact))) {
+      if (error > atol * lossScale + rtol * Math.max(Math.abs(numeric), Math.abs(exact))) {
         throw new Error(`gradient of ${name} wrong: analytic ${exact}, numeric ${numeric} (direction ${checks})`);
       }
     }
   }
   await session.release();
-  return { maxError, checks };
+  return { maxError, checks, checked: wrtNames };
 }
 
 /** Runs `op` in float32 inside a float64 graph, for ops without float64 kernels in ORT. */

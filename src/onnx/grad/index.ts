@@ -1,5 +1,5 @@
 import { GraphBuilder } from '../builder.js';
-import type { Node, Value } from '../ir.js';
+import { nodeReads, type Node, type Value } from '../ir.js';
 import { sameShape } from '../shapes.js';
 import { DTYPES } from '../../tensor/dtype.js';
 import { NON_DIFFERENTIABLE, RULES } from './rules.js';
@@ -40,7 +40,7 @@ export function gradients(b: GraphBuilder, loss: Value, wrt: readonly Value[], s
   // Values that depend on some wrt (forward sweep) ...
   const dependsOnWrt = new Set<Value>(wrt.filter(isFloat));
   for (const node of nodes) {
-    if (node.inputs.some((v) => v && dependsOnWrt.has(v))) for (const o of node.outputs) if (isFloat(o)) dependsOnWrt.add(o);
+    if (nodeReads(node).some((v) => dependsOnWrt.has(v))) for (const o of node.outputs) if (isFloat(o)) dependsOnWrt.add(o);
   }
   // ... and nodes through which such a value reaches the loss (backward sweep).
   const reachesLoss = new Set<Value>([loss]);
@@ -49,7 +49,7 @@ export function gradients(b: GraphBuilder, loss: Value, wrt: readonly Value[], s
     const node = nodes[i]!;
     if (!node.outputs.some((o) => reachesLoss.has(o) && dependsOnWrt.has(o))) continue;
     active.push(node);
-    for (const v of node.inputs) if (v && dependsOnWrt.has(v)) reachesLoss.add(v);
+    for (const v of nodeReads(node)) if (dependsOnWrt.has(v)) reachesLoss.add(v);
   }
 
   const pending = new Map<Value, Value[]>();

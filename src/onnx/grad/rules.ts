@@ -1,4 +1,4 @@
-import type { GraphBuilder } from '../builder.js';
+import { GELU_TANH_CUBIC, type GraphBuilder } from '../builder.js';
 import { floatAttr, intAttr, intsAttr, stringAttr, type Node, type Value } from '../ir.js';
 import { normalizeAxes } from '../shapes.js';
 import { numel } from '../../tensor/tensor.js';
@@ -35,7 +35,6 @@ export const NON_DIFFERENTIABLE: Record<string, string> = {
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 const TWO_OVER_SQRT_PI = 2 / Math.sqrt(Math.PI);
 const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
-const GELU_TANH_CUBIC = 0.044715; // the constant of the tanh approximation (Hendrycks & Gimpel)
 
 /** Reads a Constant input (axes, shapes, sizes, pads, scales) made by the builder. */
 function constNumbers(v: Value | null): number[] {

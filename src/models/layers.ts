@@ -1,0 +1,98 @@
+import type { GraphBuilder } from '../onnx/builder.js';
+import type { Value } from '../onnx/ir.js';
+
+/**
+ * Pieces shared by DiT, PixArt-alpha and the benchmarks, written once. Weights are stored
+ * [in, out] in our graphs (diffusers stores nn.Linear as [out, in]; loaders transpose).
+ */
+
+export interface LinearParams {
+  weight: Value;
+  bias?: Value | null;
+}
+
+export interface AttentionParams {
+  q: LinearParams;
+  k: LinearParams;
+  v: LinearParams;
+  out: LinearParams;
+}
+
+export interface MlpParams {
+  fc1: LinearParams;
+  fc2: LinearParams;
+}
+
+/** DiT blocks norm without affine parameters; adaLN supplies shift and scale. */
+export const ADALN_NORM_EPS = 1e-6;
+
+export function linear(b: GraphBuilder, x: Value, p: LinearParams): Value {
+  return b.linear(x, p.weight, p.bias);
+}
+
+/** x * (1 + scale) + shift, with per-sample [B, D] modulation broadcast over tokens. */
+export function modulate(b: GraphBuilder, x: Value, shift: Value, scale: Value): Value {
+  return b.add(b.mul(x, b.add(b.unsqueeze(scale, [1]), 1)), b.unsqueeze(shift, [1]));
+}
+
+/** [B, T, H*D] -> [B, H, T, D] */
+function splitHeads(b: GraphBuilder, x: Value, heads: number): Value {
+  const [batch, tokens, width] = x.shape as [number, number, number];
+  return b.transpose(b.reshape(x, [batch, tokens, heads, width / heads]), [0, 2, 1, 3]);
+}
+
+/**
+ * Multi-head scaled dot-product attention of `x` over `context` (self-attention when
+ * `context` is x). `mask` is an additive bias broadcast to [B, H, Tq, Tk] (0 or -inf-like).
+ */
+export function attention(b: GraphBuilder, x: Value, context: Value, p: AttentionParams, heads: number, mask?: Value): Value {
+  const [batch, tokens, width] = x.shape as [number, number, number];
+  const headDim = p.q.weight.shape[1]! / heads;
+  const q = splitHeads(b, linear(b, x, p.q), heads);
+  const k = splitHeads(b, linear(b, context, p.k), heads);
+  const v = splitHeads(b, linear(b, context, p.v), heads);
+  let scores = b.mul(b.matmul(q, b.transposeLast(k)), 1 / Math.sqrt(headDim));
+  if (mask) scores = b.add(scores, mask);
+  const mixed = b.matmul(b.softmax(scores, -1), v);
+  const merged = b.reshape(b.transpose(mixed, [0, 2, 1, 3]), [batch, tokens, heads * headDim]);
+  const out = linear(b, merged, p.out);
+  if (out.shape[2] !== width) throw new Error(`attention output width ${out.shape[2]} differs from input width ${width}`);
+  return out;
+}
+
+export function mlp(b: GraphBuilder, x: Value, p: MlpParams, approximate: 'none' | 'tanh' = 'tanh'): Value {
+  return linear(b, b.gelu(linear(b, x, p.fc1), approximate), p.fc2);
+}
+
+export interface AdaLNBlockParams {
+  attn: AttentionParams;
+  mlp: MlpParams;
+  /** SiLU(c) -> 6 * hidden: shift/scale/gate for attention, then for the MLP. */
+  adaLN: LinearParams;
+}
+
+/** The six adaLN-Zero modulation vectors of a DiT block, each [B, D]. */
+export function adaLNModulation(b: GraphBuilder, c: Value, p: LinearParams): Value[] {
+  const width = p.weight.shape[1]! / 6;
+  return b.split(linear(b, b.silu(c), p), [width, width, width, width, width, width], 1);
+}
+
+/** The gated residual of a DiT block: x + gate * sublayer, gate [B, D] over tokens. */
+export function gatedResidual(b: GraphBuilder, x: Value, gate: Value, sublayer: Value): Value {
+  return b.add(x, b.mul(b.unsqueeze(gate, [1]), sublayer));
+}
+
+/**
+ * One DiT block (adaLN-Zero): x += gate_msa * Attn(modulate(LN(x))),
+ * x += gate_mlp * MLP(modulate(LN(x))). Returns the two raw sublayer outputs too, since
+ * caching stores them before the gate.
+ */
+export function ditBlock(b: GraphBuilder, x: Value, c: Value, p: AdaLNBlockParams, heads: number): { out: Value; attn: Value; mlp: Value } {
+  const [shiftMsa, scaleMsa, gateMsa, shiftMlp, scaleMlp, gateMlp] = adaLNModulation(b, c, p.adaLN) as [Value, Value, Value, Value, Value, Value];
+  const attnIn = modulate(b, b.layerNorm(x, null, null, { epsilon: ADALN_NORM_EPS }), shiftMsa, scaleMsa);
+  const attnOut = b.scope('attn', () => attention(b, attnIn, attnIn, p.attn, heads));
+  const h = gatedResidual(b, x, gateMsa, attnOut);
+  const mlpIn = modulate(b, b.layerNorm(h, null, null, { epsilon: ADALN_NORM_EPS }), shiftMlp, scaleMlp);
+  const mlpOut = b.scope('mlp', () => mlp(b, mlpIn, p.mlp));
+  return { out: gatedResidual(b, h, gateMlp, mlpOut), attn: attnOut, mlp: mlpOut };
+}
