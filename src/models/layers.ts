@@ -35,10 +35,10 @@ export function modulate(b: GraphBuilder, x: Value, shift: Value, scale: Value):
   return b.add(b.mul(x, b.add(b.unsqueeze(scale, [1]), 1)), b.unsqueeze(shift, [1]));
 }
 
-/** [B, T, H*D] -> [B, H, T, D] */
-function splitHeads(b: GraphBuilder, x: Value, heads: number): Value {
+/** [B, T, H*D] -> [B, H, T, D], or [B, H, D, T] with `keysFirst` (ready for q @ k^T). */
+function splitHeads(b: GraphBuilder, x: Value, heads: number, keysFirst = false): Value {
   const [batch, tokens, width] = x.shape as [number, number, number];
-  return b.transpose(b.reshape(x, [batch, tokens, heads, width / heads]), [0, 2, 1, 3]);
+  return b.transpose(b.reshape(x, [batch, tokens, heads, width / heads]), keysFirst ? [0, 2, 3, 1] : [0, 2, 1, 3]);
 }
 
 /**
@@ -49,9 +49,9 @@ export function attention(b: GraphBuilder, x: Value, context: Value, p: Attentio
   const [batch, tokens, width] = x.shape as [number, number, number];
   const headDim = p.q.weight.shape[1]! / heads;
   const q = splitHeads(b, linear(b, x, p.q), heads);
-  const k = splitHeads(b, linear(b, context, p.k), heads);
+  const kT = splitHeads(b, linear(b, context, p.k), heads, true);
   const v = splitHeads(b, linear(b, context, p.v), heads);
-  let scores = b.mul(b.matmul(q, b.transposeLast(k)), 1 / Math.sqrt(headDim));
+  let scores = b.mul(b.matmul(q, kT), 1 / Math.sqrt(headDim));
   if (mask) scores = b.add(scores, mask);
   const mixed = b.matmul(b.softmax(scores, -1), v);
   const merged = b.reshape(b.transpose(mixed, [0, 2, 1, 3]), [batch, tokens, heads * headDim]);

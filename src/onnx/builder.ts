@@ -160,6 +160,17 @@ export class GraphBuilder {
     return node.outputs;
   }
 
+  /**
+   * Gives an existing node more outputs (optional ONNX outputs such as LayerNormalization's
+   * mean and inverse std, which backward rules reuse).
+   */
+  extendOutputs(node: Node, outputs: [DType, Shape][]): Value[] {
+    const added = outputs.map(([dtype, shape], i) =>
+      new Value(this.names.unique(`${node.name}:${node.outputs.length + i}`), dtype, [...shape], 'node', node));
+    node.outputs.push(...added);
+    return added;
+  }
+
   private unary(op: string, x: Value, attrs: Record<string, Attr> = {}): Value {
     return this.node(op, [x], [[x.dtype, x.shape]], attrs)[0]!;
   }

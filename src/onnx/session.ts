@@ -13,6 +13,8 @@ export interface SessionConfig {
   threads?: number;
   device?: Device;
   optimization?: 'disabled' | 'basic' | 'extended' | 'all';
+  /** Let idle ORT threads spin (lower latency for one session run back to back). */
+  spin?: boolean;
   logger?: Logger;
 }
 
@@ -49,6 +51,9 @@ export class Session {
       interOpNumThreads: 1,
       executionMode: 'sequential',
       graphOptimizationLevel: config.optimization ?? 'all',
+      // Idle pool threads would otherwise spin after each run and steal the cores from the
+      // next session's run (several sessions alternate in a denoising loop).
+      extra: { session: { intra_op: { allow_spinning: config.spin ? '1' : '0' } } },
     };
     const open = (providers: string[]) =>
       typeof source === 'string'

@@ -41,6 +41,12 @@ describe('backward rules match central finite differences (float64)', () => {
     await gradCheck({ x: { shape: [2, 3, 4] }, s: { shape: [4] }, t: { shape: [4] } }, (b, { x, s, t }) =>
       [b.layerNorm(x!, s!, t!, { epsilon: 1e-6 }), b.layerNorm(x!, null, null, { axis: 1 })]);
   });
+  it('LayerNormalization in float32 (reuses the forward mean and inverse std)', async () => {
+    await gradCheck({ x: { shape: [2, 3, 4] }, s: { shape: [4] }, t: { shape: [4] } }, (b, { x, s, t }) => [
+      inFloat32(b, ([v, sc, bi]) => b.layerNorm(v!, sc!, bi!), x!, s!, t!),
+      inFloat32(b, ([v]) => b.layerNorm(v!, null, null, { axis: 1 }), x!),
+    ], FLOAT32_OPTIONS);
+  });
   it('RMS norm', async () => {
     await gradCheck({ x: { shape: [2, 3, 6] }, s: { shape: [6] } }, (b, { x, s }) => b.rmsNorm(x!, s!));
   });

@@ -43,14 +43,26 @@ function constNumbers(v: Value | null): number[] {
   return Array.from(t.value.data as ArrayLike<number | bigint>, Number);
 }
 
-/** Input gradient of a normalization over `axes`, from the upstream gradient times scale. */
-function normalizeBackward(b: GraphBuilder, x: Value, gScaled: Value, axes: number[], epsilon: number): { dx: Value; xhat: Value } {
-  const centered = b.sub(x, b.reduceMean(x, axes));
+/** Mean and inverse std of x over `axes`, recomputed from primitives. */
+function normalizationStats(b: GraphBuilder, x: Value, axes: number[], epsilon: number): { mean: Value; invStd: Value } {
+  const mean = b.reduceMean(x, axes);
+  const centered = b.sub(x, mean);
   const variance = b.reduceMean(b.mul(centered, centered), axes);
-  const invStd = b.reciprocal(b.sqrt(b.add(variance, epsilon)));
-  const xhat = b.mul(centered, invStd);
+  return { mean, invStd: b.reciprocal(b.sqrt(b.add(variance, epsilon))) };
+}
+
+/** d loss / dx of xhat = (x - mean) * invStd, from gScaled = d loss / d xhat. */
+function normalizeBackward(b: GraphBuilder, xhat: Value, invStd: Value, gScaled: Value, axes: number[]): Value {
   const inner = b.sub(b.sub(gScaled, b.reduceMean(gScaled, axes)), b.mul(xhat, b.reduceMean(b.mul(gScaled, xhat), axes)));
-  return { dx: b.mul(invStd, inner), xhat };
+  return b.mul(invStd, inner);
+}
+
+/** True for a value made by `fill(value, ...)` (e.g. the ones scale of a non-affine norm). */
+function isFill(v: Value | null, value: number): boolean {
+  const p = v?.producer;
+  const scalar = p?.op === 'Expand' ? p.inputs[0]?.producer : p;
+  const t = scalar?.op === 'Constant' ? scalar.attrs.value : undefined;
+  return !!t && t.type === 'tensor' && t.value.shape.length === 0 && Number(t.value.data[0]) === value;
 }
 
 /** Gradient of a keepdims=false reduction, reshaped so that it broadcasts over the input. */
@@ -59,15 +71,16 @@ function keepDims(b: GraphBuilder, node: Node, g: Value, x: Value, axes: number[
   return b.reshape(g, x.shape.map((d, i) => (axes.includes(i) ? 1 : d)));
 }
 
+/** d gelu / dx. The tanh form uses 1 - t^2 = (1 - t)(1 + t) to save elementwise passes. */
 function geluGrad(b: GraphBuilder, x: Value, approximate: string): Value {
   if (approximate === 'tanh') {
     const x2 = b.mul(x, x);
-    const t = b.tanh(b.mul(b.mul(x, b.add(b.mul(x2, GELU_TANH_CUBIC), 1)), SQRT_2_OVER_PI));
-    const du = b.mul(b.add(b.mul(x2, 3 * GELU_TANH_CUBIC), 1), SQRT_2_OVER_PI);
-    const sech2 = b.sub(1, b.mul(t, t));
-    return b.add(b.mul(b.add(t, 1), 0.5), b.mul(b.mul(b.mul(x, sech2), du), 0.5));
+    const t = b.tanh(b.mul(x, b.add(b.mul(x2, SQRT_2_OVER_PI * GELU_TANH_CUBIC), SQRT_2_OVER_PI)));
+    const du = b.add(b.mul(x2, 3 * SQRT_2_OVER_PI * GELU_TANH_CUBIC), SQRT_2_OVER_PI);
+    const halfOnePlusT = b.add(b.mul(t, 0.5), 0.5);
+    return b.mul(halfOnePlusT, b.add(b.mul(b.mul(x, b.sub(1, t)), du), 1));
   }
-  const cdf = b.mul(b.add(b.erf(b.mul(x, Math.SQRT1_2)), 1), 0.5);
+  const cdf = b.add(b.mul(b.erf(b.mul(x, Math.SQRT1_2)), 0.5), 0.5);
   const pdf = b.mul(b.exp(b.mul(b.mul(x, x), -0.5)), INV_SQRT_2PI);
   return b.add(cdf, b.mul(x, pdf));
 }
@@ -138,11 +151,21 @@ export const RULES: Record<string, Rule> = {
     const axis = intAttr(node, 'axis', -1);
     return [b.mul(y!, b.sub(g!, b.reduceSum(b.mul(g!, y!), [axis])))];
   },
-  LayerNormalization: ({ b, node, inputs: [x, scale, bias], gys: [g], needs }) => {
+  LayerNormalization: ({ b, node, inputs: [x, scale, bias], outputs, gys: [g], needs }) => {
     const axis = normalizeAxes([intAttr(node, 'axis', -1)], x!.rank)[0]!;
     const axes = x!.shape.map((_, i) => i).filter((i) => i >= axis);
-    const { dx, xhat } = normalizeBackward(b, x!, b.mul(g!, scale!), axes, floatAttr(node, 'epsilon', 1e-5));
-    return [needs[0] ? dx : undefined, needs[1] ? b.mul(g!, xhat) : undefined, bias && needs[2] ? g : undefined];
+    const unitScale = isFill(scale ?? null, 1);
+    let mean: Value;
+    let invStd: Value;
+    if (x!.dtype === 'float32') {
+      // Reuse the forward's statistics (ORT types them float32, so only for float32 inputs).
+      const statShape = x!.shape.map((d, i) => (i >= axis ? 1 : d));
+      [mean, invStd] = (outputs.length === 3 ? outputs.slice(1) : b.extendOutputs(node, [['float32', statShape], ['float32', statShape]])) as [Value, Value];
+    } else ({ mean, invStd } = normalizationStats(b, x!, axes, floatAttr(node, 'epsilon', 1e-5)));
+    // Without affine parameters the output already is xhat.
+    const xhat = unitScale && !bias ? outputs[0]! : b.mul(b.sub(x!, mean), invStd);
+    const dx = needs[0] ? normalizeBackward(b, xhat, invStd, unitScale ? g! : b.mul(g!, scale!), axes) : undefined;
+    return [dx, needs[1] ? b.mul(g!, xhat) : undefined, bias && needs[2] ? g : undefined];
   },
   GroupNormalization: ({ b, node, inputs: [x, scale], gys: [g], needs }) => {
     const [n, c] = x!.shape as [number, number];
@@ -150,9 +173,11 @@ export const RULES: Record<string, Rule> = {
     const perChannel = [c, ...x!.shape.slice(2).map(() => 1)];
     const notChannel = x!.shape.map((_, i) => i).filter((i) => i !== 1);
     const gScaled = b.reshape(b.mul(g!, b.reshape(scale!, perChannel)), [n, groups, -1]);
-    const { dx, xhat } = normalizeBackward(b, b.reshape(x!, [n, groups, -1]), gScaled, [2], floatAttr(node, 'epsilon', 1e-5));
+    const grouped = b.reshape(x!, [n, groups, -1]);
+    const { mean, invStd } = normalizationStats(b, grouped, [2], floatAttr(node, 'epsilon', 1e-5));
+    const xhat = b.mul(b.sub(grouped, mean), invStd);
     return [
-      needs[0] ? b.reshape(dx, x!.shape) : undefined,
+      needs[0] ? b.reshape(normalizeBackward(b, xhat, invStd, gScaled, [2]), x!.shape) : undefined,
       needs[1] ? b.reduceSum(b.mul(g!, b.reshape(xhat, x!.shape)), notChannel, false) : undefined,
       needs[2] ? b.reduceSum(g!, notChannel, false) : undefined,
     ];
