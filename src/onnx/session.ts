@@ -51,6 +51,7 @@ export class Session {
       interOpNumThreads: 1,
       executionMode: 'sequential',
       graphOptimizationLevel: config.optimization ?? 'all',
+      logSeverityLevel: 3, // errors only: ORT warns about every unused constant it folds away
       // Idle pool threads would otherwise spin after each run and steal the cores from the
       // next session's run (several sessions alternate in a denoising loop).
       extra: { session: { intra_op: { allow_spinning: config.spin ? '1' : '0' } } },
