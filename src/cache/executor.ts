@@ -1,0 +1,78 @@
+import type { Denoiser } from '../models/denoiser.js';
+import type { SlotInfo } from '../models/sublayer.js';
+import type { Weights } from '../models/weights.js';
+import { Session, type SessionConfig } from '../onnx/session.js';
+import { tensor, type HostTensor } from '../tensor/tensor.js';
+import { buildCachedStep, stepNames } from './step-graph.js';
+
+export interface StepResult {
+  out: HostTensor;
+  /** Per slot: computed (true) or reused (false). */
+  computed: boolean[];
+  ms: number;
+}
+
+const TRUE = tensor('bool', [1], [1]);
+const FALSE = tensor('bool', [1], [0]);
+
+/**
+ * Runs denoising steps with a per-slot compute/reuse mask in one ORT run per step and owns
+ * the cache of raw sublayer outputs. The first step of a trajectory computes everything.
+ */
+export class CachedExecutor {
+  private readonly cache = new Map<string, HostTensor>();
+  private readonly empty = new Map<string, HostTensor>();
+  private stepsRun = 0;
+
+  private constructor(
+    private readonly session: Session,
+    readonly model: Denoiser,
+    readonly batch: number,
+  ) {}
+
+  static async create(model: Denoiser, weights: Weights, batch: number, config: SessionConfig = {}): Promise<CachedExecutor> {
+    const graph = buildCachedStep(model, weights, batch).graph;
+    const executor = new CachedExecutor(await Session.create(graph, config), model, batch);
+    for (const input of graph.inputs) {
+      if (input.name.startsWith('cache/')) executor.empty.set(input.name, tensor(input.dtype, input.shape));
+    }
+    return executor;
+  }
+
+  get slots(): readonly SlotInfo[] {
+    return this.model.slots;
+  }
+
+  /** Starts a new trajectory: forgets the cache. */
+  reset(): void {
+    this.cache.clear();
+    this.stepsRun = 0;
+  }
+
+  /** Runs one step; `mask[s]` says whether slot s computes (forced true on a first step). */
+  async step(inputs: Record<string, HostTensor>, mask: readonly boolean[]): Promise<StepResult> {
+    const slots = this.model.slots;
+    if (mask.length !== slots.length) throw new Error(`mask has ${mask.length} entries, the model has ${slots.length} slots`);
+    const computed = slots.map((s, i) => this.stepsRun === 0 || !this.cache.has(s.name) || mask[i]!);
+    const feeds: Record<string, HostTensor> = { ...inputs };
+    const fetches = [stepNames.out];
+    slots.forEach((s, i) => {
+      feeds[stepNames.compute(s.name)] = computed[i] ? TRUE : FALSE;
+      const cacheName = stepNames.cache(s.name);
+      feeds[cacheName] = this.cache.get(s.name) ?? this.empty.get(cacheName)!;
+      if (computed[i]) fetches.push(stepNames.fresh(s.name));
+    });
+    const t0 = performance.now();
+    const results = await this.session.run(feeds, fetches);
+    const ms = performance.now() - t0;
+    slots.forEach((s, i) => {
+      if (computed[i]) this.cache.set(s.name, results[stepNames.fresh(s.name)]!);
+    });
+    this.stepsRun++;
+    return { out: results[stepNames.out]!, computed, ms };
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+}
