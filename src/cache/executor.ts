@@ -49,8 +49,11 @@ export class CachedExecutor {
     this.stepsRun = 0;
   }
 
-  /** Runs one step; `mask[s]` says whether slot s computes (forced true on a first step). */
-  async step(inputs: Record<string, HostTensor>, mask: readonly boolean[]): Promise<StepResult> {
+  /**
+   * Runs one step; `mask[s]` says whether slot s computes (forced true on a first step and
+   * while nothing is cached). `store: false` leaves the cache alone (nothing will reuse it).
+   */
+  async step(inputs: Record<string, HostTensor>, mask: readonly boolean[], store = true): Promise<StepResult> {
     const slots = this.model.slots;
     if (mask.length !== slots.length) throw new Error(`mask has ${mask.length} entries, the model has ${slots.length} slots`);
     const computed = slots.map((s, i) => this.stepsRun === 0 || !this.cache.has(s.name) || mask[i]!);
@@ -60,13 +63,13 @@ export class CachedExecutor {
       feeds[stepNames.compute(s.name)] = computed[i] ? TRUE : FALSE;
       const cacheName = stepNames.cache(s.name);
       feeds[cacheName] = this.cache.get(s.name) ?? this.empty.get(cacheName)!;
-      if (computed[i]) fetches.push(stepNames.fresh(s.name));
+      if (computed[i] && store) fetches.push(stepNames.fresh(s.name));
     });
     const t0 = performance.now();
     const results = await this.session.run(feeds, fetches);
     const ms = performance.now() - t0;
     slots.forEach((s, i) => {
-      if (computed[i]) this.cache.set(s.name, results[stepNames.fresh(s.name)]!);
+      if (computed[i] && store) this.cache.set(s.name, results[stepNames.fresh(s.name)]!);
     });
     this.stepsRun++;
     return { out: results[stepNames.out]!, computed, ms };

@@ -1,7 +1,7 @@
 import type { GraphBuilder } from '../onnx/builder.js';
 import type { Value } from '../onnx/ir.js';
 import { castTensor } from '../tensor/half.js';
-import { SafetensorsFile } from '../tensor/safetensors.js';
+import { readSafetensors } from '../tensor/safetensors.js';
 import { tensor, type HostTensor } from '../tensor/tensor.js';
 import { HarmonicaError } from '../util/errors.js';
 import type { LinearParams } from './layers.js';
@@ -21,12 +21,7 @@ export class Weights {
   ) {}
 
   static async load(path: string): Promise<Weights> {
-    const file = await SafetensorsFile.open(path);
-    try {
-      return new Weights(await file.readAll(), path);
-    } finally {
-      await file.close();
-    }
+    return new Weights(await readSafetensors(path), path);
   }
 
   has(name: string): boolean {

@@ -324,3 +324,13 @@ async function writeExactly(fh: FileHandle, bytes: Uint8Array): Promise<void> {
     done += bytesWritten;
   }
 }
+
+/** Every tensor of a file (the file is closed again). */
+export async function readSafetensors(path: string): Promise<Map<string, HostTensor>> {
+  const file = await SafetensorsFile.open(path);
+  try {
+    return await file.readAll();
+  } finally {
+    await file.close();
+  }
+}

@@ -1,0 +1,71 @@
+import type { SlotInfo } from '../models/sublayer.js';
+import type { HostTensor } from '../tensor/tensor.js';
+import { HarmonicaError } from '../util/errors.js';
+
+/** What a policy is told when a trajectory starts. */
+export interface PolicyContext {
+  steps: number;
+  sampler: string;
+  slots: readonly SlotInfo[];
+  model: { id: string; sha256: string };
+}
+
+/**
+ * Answers one question: which slots compute at this step? The executor owns the cache; a
+ * policy only decides, from the step index and (for input-adaptive policies) the probes it
+ * asked for. A fresh policy object serves one request.
+ */
+export interface CachePolicy {
+  readonly name: string;
+  /** The policy as a `--cache` string. */
+  readonly spec: string;
+  /** Probe values (see SublayerHooks.probe) this policy reads each step. */
+  readonly probes: readonly string[];
+  /** Validates against the model and request and resets per-trajectory state. */
+  start(ctx: PolicyContext): void;
+  /** true = compute slot s at step `step` (0 = first denoising step). */
+  decide(step: number, probes: Readonly<Record<string, HostTensor>>): boolean[];
+}
+
+export type PolicyParser = (args: string) => CachePolicy;
+
+const parsers = new Map<string, PolicyParser>();
+
+/** Registers `name` so that `--cache name:args` parses to a policy. */
+export function registerPolicy(name: string, parse: PolicyParser): void {
+  parsers.set(name, parse);
+}
+
+export function policyNames(): string[] {
+  return [...parsers.keys()];
+}
+
+/** Parses `name[:args]`, e.g. `none`, `fora:2`, `router:path.json@0.1`. */
+export function parsePolicy(spec: string): CachePolicy {
+  const colon = spec.indexOf(':');
+  const name = colon < 0 ? spec : spec.slice(0, colon);
+  const parse = parsers.get(name);
+  if (!parse) throw new HarmonicaError('UNKNOWN_POLICY', `unknown cache policy "${name}" (known: ${policyNames().join(', ')})`);
+  return parse(colon < 0 ? '' : spec.slice(colon + 1));
+}
+
+/** Every slot computes at every step. */
+export class NoCachePolicy implements CachePolicy {
+  readonly name = 'none';
+  readonly spec = 'none';
+  readonly probes = [];
+  private slots = 0;
+
+  start(ctx: PolicyContext): void {
+    this.slots = ctx.slots.length;
+  }
+
+  decide(): boolean[] {
+    return new Array<boolean>(this.slots).fill(true);
+  }
+}
+
+registerPolicy('none', (args) => {
+  if (args) throw new HarmonicaError('UNKNOWN_POLICY', `policy "none" takes no arguments, got "${args}"`);
+  return new NoCachePolicy();
+});

@@ -1,0 +1,96 @@
+import { readFileSync } from 'node:fs';
+import { HarmonicaError } from '../util/errors.js';
+import { registerPolicy, type CachePolicy, type PolicyContext } from './policy.js';
+
+export const ROUTER_FORMAT = 'harmonica-router/1';
+/** Inference threshold of the HarmoniCa reference README: compute a slot iff sigmoid(P) > tau. */
+export const DEFAULT_TAU = 0.1;
+
+/** A trained router (DESIGN.md "Router artifact"): one logit per (step, sublayer). */
+export interface RouterArtifact {
+  format: typeof ROUTER_FORMAT;
+  method: 'harmonica' | 'ltc';
+  model: { id: string; sha256: string };
+  sampler: string;
+  steps: number;
+  cfgScale: number;
+  sublayers: string[];
+  logits: number[][];
+  tau: number;
+  training?: Record<string, unknown>;
+  eval?: Record<string, unknown>;
+}
+
+const mismatch = (msg: string) => new HarmonicaError('ROUTER_MISMATCH', msg);
+
+export function parseRouterArtifact(json: unknown, source: string): RouterArtifact {
+  const a = json as Partial<RouterArtifact>;
+  if (!a || typeof a !== 'object' || a.format !== ROUTER_FORMAT) throw mismatch(`${source}: not a router artifact (format must be "${ROUTER_FORMAT}")`);
+  if (a.method !== 'harmonica' && a.method !== 'ltc') throw mismatch(`${source}: unknown router method "${a.method}"`);
+  if (!Array.isArray(a.logits) || !Array.isArray(a.sublayers) || typeof a.steps !== 'number' || a.logits.length !== a.steps) {
+    throw mismatch(`${source}: logits must be a [steps][sublayers] array matching "steps"`);
+  }
+  if (a.logits.some((row) => !Array.isArray(row) || row.length !== a.sublayers!.length || row.some((v) => typeof v !== 'number'))) {
+    throw mismatch(`${source}: every logits row needs ${a.sublayers.length} numbers`);
+  }
+  if (!a.model || typeof a.model.sha256 !== 'string') throw mismatch(`${source}: missing model.sha256`);
+  return a as RouterArtifact;
+}
+
+/**
+ * A static router: slot s computes at step i iff sigmoid(logits[i][s]) > tau (the first step
+ * always computes). LTC routers also reset the cache on every odd step (all compute), as
+ * Learning-to-Cache does at inference.
+ */
+export class RouterPolicy implements CachePolicy {
+  readonly name = 'router';
+  readonly probes = [];
+
+  constructor(
+    readonly artifact: RouterArtifact,
+    readonly source: string,
+    readonly tau = artifact.tau ?? DEFAULT_TAU,
+  ) {}
+
+  get spec(): string {
+    return `router:${this.source}@${this.tau}`;
+  }
+
+  start(ctx: PolicyContext): void {
+    const a = this.artifact;
+    if (a.model.sha256 !== ctx.model.sha256) {
+      throw mismatch(`router ${this.source} was trained for model ${a.model.id} (sha256 ${a.model.sha256.slice(0, 12)}), not ${ctx.model.id} (sha256 ${ctx.model.sha256.slice(0, 12)})`);
+    }
+    if (a.steps !== ctx.steps) throw mismatch(`router ${this.source} was trained for ${a.steps} steps, the request has ${ctx.steps}`);
+    const names = ctx.slots.map((s) => s.name);
+    if (a.sublayers.length !== names.length || a.sublayers.some((n, i) => n !== names[i])) {
+      throw mismatch(`router ${this.source} gates sublayers [${a.sublayers.slice(0, 3).join(', ')}, ...] (${a.sublayers.length}), the model has [${names.slice(0, 3).join(', ')}, ...] (${names.length})`);
+    }
+  }
+
+  decide(step: number): boolean[] {
+    const row = this.artifact.logits[step];
+    if (!row) throw mismatch(`router ${this.source} has no row for step ${step}`);
+    if (step === 0 || (this.artifact.method === 'ltc' && step % 2 === 1)) return row.map(() => true);
+    return row.map((logit) => 1 / (1 + Math.exp(-logit)) > this.tau);
+  }
+}
+
+export function loadRouter(path: string, tau?: number): RouterPolicy {
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw new HarmonicaError('UNKNOWN_POLICY', `cannot read router ${path}: ${(err as Error).message}`);
+  }
+  return new RouterPolicy(parseRouterArtifact(json, path), path, tau);
+}
+
+registerPolicy('router', (args) => {
+  const at = args.lastIndexOf('@');
+  const path = at < 0 ? args : args.slice(0, at);
+  if (!path) throw new HarmonicaError('UNKNOWN_POLICY', 'router policy needs a file: router:<file>[@tau]');
+  const tau = at < 0 ? undefined : Number(args.slice(at + 1));
+  if (tau !== undefined && !(tau > 0 && tau < 1)) throw new HarmonicaError('UNKNOWN_POLICY', `router tau must be in (0, 1), got "${args.slice(at + 1)}"`);
+  return loadRouter(path, tau);
+});

@@ -1,0 +1,213 @@
+import { availableParallelism, cpus } from 'node:os';
+import { join } from 'node:path';
+import { CachedExecutor, parsePolicy, type CachePolicy } from '../cache/index.js';
+import { macSpeedup } from '../cache/macs.js';
+import { NoCachePolicy } from '../cache/policy.js';
+import { splitGuided, dropLearnedSigma, duplicateForCfg } from '../diffusion/cfg.js';
+import { createSampler, initialNoise } from '../diffusion/sampler.js';
+import { isOriginalDitLayout, originalDitToDiffusers } from '../models/checkpoints/dit.js';
+import { createDenoiser, type Denoiser } from '../models/denoiser.js';
+import type { DitConfig } from '../models/dit.js';
+import { buildVaeDecoder, vaeConfigFromDiffusers } from '../models/vae.js';
+import { Weights } from '../models/weights.js';
+import { GraphBuilder } from '../onnx/builder.js';
+import { Session, type SessionConfig } from '../onnx/session.js';
+import { Rng } from '../tensor/rng.js';
+import { readSafetensors } from '../tensor/safetensors.js';
+import { tensor, type HostTensor } from '../tensor/tensor.js';
+import { HarmonicaError } from '../util/errors.js';
+import { openModelPackage, WEIGHTS_FILE, type ModelPackage } from './package.js';
+
+/** Request limits, shared by the CLI and the HTTP API. */
+export const LIMITS = { maxSteps: 1000, maxImages: 8, maxCfg: 30 };
+
+export interface GenerateRequest {
+  classLabel?: number;
+  steps?: number;
+  sampler?: string;
+  /** Classifier-free guidance scale; 1 disables guidance (no unconditional half). */
+  cfg?: number;
+  seed?: number;
+  n?: number;
+  /** Cache policy spec, e.g. `none`, `fora:2`, `router:file.json@0.1`. */
+  cache?: string;
+}
+
+export interface StepEvent {
+  step: number;
+  total: number;
+  ms: number;
+  computed: number;
+  reused: number;
+}
+
+export interface GenerateReport {
+  model: string;
+  modelSha256: string;
+  policy: string;
+  sampler: string;
+  steps: number;
+  cfg: number;
+  seed: number;
+  n: number;
+  stepsMs: number[];
+  /** Inference time: the denoising loop and decoding. */
+  totalMs: number;
+  computedSlots: number;
+  reusedSlots: number;
+  /** Cache usage ratio: reused slots / (steps x slots). */
+  cur: number;
+  macSpeedup: number;
+  /** Per step, which slots computed (for heat maps). */
+  decisions: boolean[][];
+  machine: string;
+}
+
+export interface GenerateResult {
+  /** [C, H, W] in [-1, 1] each. */
+  images: HostTensor[];
+  report: GenerateReport;
+}
+
+export interface GenerateOptions {
+  onStep?: (e: StepEvent) => void;
+  signal?: AbortSignal;
+}
+
+/** Loads a model package once, keeps its sessions warm and runs generation requests. */
+export class Engine {
+  private readonly executors = new Map<number, Promise<CachedExecutor>>();
+  private readonly decoders = new Map<number, Promise<Session>>();
+
+  private constructor(
+    readonly pkg: ModelPackage,
+    readonly model: Denoiser,
+    private readonly weights: Weights,
+    private readonly vae: { weights: Weights; config: ReturnType<typeof vaeConfigFromDiffusers> } | null,
+    private readonly session: SessionConfig,
+  ) {}
+
+  static async open(nameOrDir: string, session: SessionConfig = {}): Promise<Engine> {
+    const pkg = await openModelPackage(nameOrDir);
+    const m = pkg.manifest;
+    const model = createDenoiser(m.family, m.config);
+    const raw = await readSafetensors(join(pkg.dir, WEIGHTS_FILE));
+    const canonical = m.layout === 'original' || isOriginalDitLayout(raw.keys()) ? originalDitToDiffusers(raw, m.config as unknown as DitConfig) : raw;
+    const weights = new Weights(canonical, `${m.id}/${WEIGHTS_FILE}`);
+    const vae = m.vae ? { weights: new Weights(await readSafetensors(join(pkg.dir, m.vae.weights)), `${m.id}/${m.vae.weights}`), config: vaeConfigFromDiffusers(m.vae.config) } : null;
+    return new Engine(pkg, model, weights, vae, { threads: availableParallelism(), ...session });
+  }
+
+  get id(): string {
+    return this.pkg.manifest.id;
+  }
+
+  private executor(batch: number): Promise<CachedExecutor> {
+    let e = this.executors.get(batch);
+    if (!e) this.executors.set(batch, (e = CachedExecutor.create(this.model, this.weights, batch, this.session)));
+    return e;
+  }
+
+  private decoder(batch: number): Promise<Session> {
+    let d = this.decoders.get(batch);
+    if (!d) {
+      const [c, h, w] = this.model.latentShape;
+      const b = new GraphBuilder('vae_decoder');
+      b.output(buildVaeDecoder(b, this.vae!.weights, this.vae!.config, b.input('latents', 'float32', [batch, c, h, w])), 'image');
+      this.decoders.set(batch, (d = Session.create(b.graph, this.session)));
+    }
+    return d;
+  }
+
+  /** Fills defaults and rejects bad requests before any work starts. */
+  resolve(req: GenerateRequest): Required<GenerateRequest> {
+    const d = this.pkg.manifest.defaults;
+    const r = { classLabel: req.classLabel ?? 0, steps: req.steps ?? d.steps, sampler: req.sampler ?? d.sampler, cfg: req.cfg ?? d.cfg, seed: req.seed ?? 0, n: req.n ?? 1, cache: req.cache ?? 'none' };
+    const bad = (msg: string) => new HarmonicaError('BAD_INPUT', msg);
+    const numClasses = (this.pkg.manifest.config as { numClasses?: number }).numClasses ?? 0;
+    if (!Number.isInteger(r.classLabel) || r.classLabel < 0 || r.classLabel >= numClasses) {
+      throw bad(`unknown class ${req.classLabel}: ${this.id} has classes 0..${numClasses - 1}`);
+    }
+    if (!Number.isInteger(r.steps) || r.steps < 1 || r.steps > LIMITS.maxSteps) throw bad(`steps must be an integer in 1..${LIMITS.maxSteps}, got ${r.steps}`);
+    if (!Number.isInteger(r.n) || r.n < 1 || r.n > LIMITS.maxImages) throw bad(`n must be an integer in 1..${LIMITS.maxImages}, got ${r.n}`);
+    if (!(r.cfg >= 1 && r.cfg <= LIMITS.maxCfg)) throw bad(`cfg must be in [1, ${LIMITS.maxCfg}], got ${r.cfg}`);
+    if (!Number.isSafeInteger(r.seed) || r.seed < 0) throw bad(`seed must be a non-negative integer, got ${r.seed}`);
+    return r;
+  }
+
+  async generate(request: GenerateRequest, options: GenerateOptions = {}): Promise<GenerateResult> {
+    const req = this.resolve(request);
+    const policy: CachePolicy = parsePolicy(req.cache);
+    const slots = this.model.slots;
+    policy.start({ steps: req.steps, sampler: req.sampler, slots, model: { id: this.id, sha256: this.pkg.sha256 } });
+    const sampler = createSampler(req.sampler, { steps: req.steps });
+    const [c, h, w] = this.model.latentShape;
+    const guided = req.cfg > 1;
+    const rows = guided ? 2 * req.n : req.n;
+    const numClasses = (this.pkg.manifest.config as { numClasses: number }).numClasses;
+    const labels = [...new Array<number>(req.n).fill(req.classLabel), ...new Array<number>(rows - req.n).fill(numClasses)];
+    const y = tensor('int64', [rows], labels);
+    const rng = new Rng(req.seed);
+    let x = initialNoise(req.n * c * h * w, rng.fork('noise'));
+    const stepRng = rng.fork('sampler');
+
+    const executor = await this.executor(rows);
+    executor.reset();
+    const start = performance.now();
+    const stepsMs: number[] = [];
+    const decisions: boolean[][] = [];
+    // A policy that never reuses has no use for fresh outputs: skip copying them out.
+    const store = !(policy instanceof NoCachePolicy);
+    for (let i = 0; i < req.steps; i++) {
+      options.signal?.throwIfAborted();
+      const t0 = performance.now();
+      const timestep = sampler.timesteps[i]!;
+      const input = tensor('float32', [rows, c, h, w], guided ? duplicateForCfg(x) : x);
+      const { out, computed } = await executor.step({ x: input, t: tensor('float32', [rows], new Array<number>(rows).fill(timestep)), y }, policy.decide(i, {}), store);
+      const o = out.data as Float32Array;
+      const eps = guided ? splitGuided(o, req.n, this.model.outChannels, c, h * w, req.cfg) : dropLearnedSigma(o, req.n, this.model.outChannels, c, h * w);
+      x = sampler.step(i, x, eps, stepRng);
+      const ms = performance.now() - t0;
+      stepsMs.push(ms);
+      decisions.push(computed);
+      const nComputed = computed.filter(Boolean).length;
+      options.onStep?.({ step: i + 1, total: req.steps, ms, computed: nComputed, reused: slots.length - nComputed });
+    }
+    const images = await this.decode(x, req.n);
+    const totalMs = performance.now() - start;
+    const computedSlots = decisions.flat().filter(Boolean).length;
+    const reusedSlots = decisions.length * slots.length - computedSlots;
+    return {
+      images,
+      report: {
+        model: this.id, modelSha256: this.pkg.sha256, policy: policy.spec, sampler: req.sampler, steps: req.steps, cfg: req.cfg,
+        seed: req.seed, n: req.n, stepsMs, totalMs, computedSlots, reusedSlots, cur: reusedSlots / (decisions.length * slots.length),
+        macSpeedup: macSpeedup(this.model, decisions), decisions, machine: `${cpus().length} x ${cpus()[0]?.model ?? 'CPU'}, ${this.session.device ?? 'cpu'}`,
+      },
+    };
+  }
+
+  private async decode(x: Float32Array, n: number): Promise<HostTensor[]> {
+    const [c, h, w] = this.model.latentShape;
+    let pixels = tensor('float32', [n, c, h, w], x);
+    if (this.vae) pixels = (await (await this.decoder(n)).run({ latents: pixels })).image!;
+    const [, pc, ph, pw] = pixels.shape as [number, number, number, number];
+    const size = pc * ph * pw;
+    const data = pixels.data as Float32Array;
+    return Array.from({ length: n }, (_, i) => tensor('float32', [pc, ph, pw], data.slice(i * size, (i + 1) * size)));
+  }
+
+  /** One model evaluation on given tensors (the `forward` command): the raw output. */
+  async forward(inputs: Record<string, HostTensor>): Promise<HostTensor> {
+    const xIn = inputs.x;
+    if (!xIn) throw new HarmonicaError('BAD_INPUT', 'forward needs an input tensor "x" [B, C, H, W]');
+    const rows = xIn.shape[0]!;
+    const executor = await this.executor(rows);
+    executor.reset();
+    const t = inputs.t;
+    if (!t || t.shape.length !== 1 || t.shape[0] !== rows) throw new HarmonicaError('BAD_INPUT', `forward needs "t" of shape [${rows}]`);
+    const feeds = { ...inputs, t: tensor('float32', [rows], Array.from(t.data as ArrayLike<number | bigint>, Number)) };
+    const { out } = await executor.step(feeds, this.model.slots.map(() => true), false);
+    return out;
+  }
+}

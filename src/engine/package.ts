@@ -1,0 +1,91 @@
+import { createHash } from 'node:crypto';
+import { createReadStream, existsSync } from 'node:fs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { writeSafetensors } from '../tensor/safetensors.js';
+import type { HostTensor } from '../tensor/tensor.js';
+import { HarmonicaError } from '../util/errors.js';
+
+export const MODEL_FORMAT = 'harmonica-model/1';
+
+/** Bundled model packages live here; `--model NAME` looks here first. */
+export const BUNDLED_MODELS_DIR = fileURLToPath(new URL('../../models/', import.meta.url));
+
+/** manifest.json of a model package (DESIGN.md "Model packages"). */
+export interface ModelManifest {
+  format: typeof MODEL_FORMAT;
+  id: string;
+  family: 'dit' | 'pixart';
+  /** Key layout of weights.safetensors. */
+  layout: 'diffusers' | 'original';
+  config: Record<string, unknown>;
+  /** Latent-space models decode with a VAE stored beside the weights; pixel-space models have none. */
+  vae?: { config: Record<string, unknown>; weights: string };
+  defaults: { sampler: string; steps: number; cfg: number };
+  /** Human-readable names of the classes (class-conditional models). */
+  classes?: string[];
+  /** sha256 of every file of the package; the weights hash identifies the model to routers. */
+  files: Record<string, string>;
+  provenance?: Record<string, unknown>;
+}
+
+export interface ModelPackage {
+  dir: string;
+  manifest: ModelManifest;
+  /** sha256 of weights.safetensors. */
+  sha256: string;
+}
+
+export const WEIGHTS_FILE = 'weights.safetensors';
+
+export async function sha256File(path: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+/** Resolves `--model`: a package directory, or the name of a bundled package. */
+export function resolveModelDir(nameOrDir: string): string {
+  if (existsSync(join(nameOrDir, 'manifest.json'))) return resolve(nameOrDir);
+  const bundled = join(BUNDLED_MODELS_DIR, nameOrDir);
+  if (/^[\w.-]+$/.test(nameOrDir) && existsSync(join(bundled, 'manifest.json'))) return bundled;
+  throw new HarmonicaError('UNKNOWN_MODEL', `unknown model "${nameOrDir}": not a package directory (with manifest.json) nor a bundled model`);
+}
+
+/** Opens a package and checks the manifest and every file's sha256. */
+export async function openModelPackage(nameOrDir: string): Promise<ModelPackage> {
+  const dir = resolveModelDir(nameOrDir);
+  let manifest: ModelManifest;
+  try {
+    manifest = JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8')) as ModelManifest;
+  } catch (err) {
+    throw new HarmonicaError('BAD_CONFIG', `${dir}/manifest.json: ${(err as Error).message}`);
+  }
+  if (manifest.format !== MODEL_FORMAT) throw new HarmonicaError('BAD_CONFIG', `${dir}/manifest.json: format must be "${MODEL_FORMAT}"`);
+  if (!manifest.files?.[WEIGHTS_FILE]) throw new HarmonicaError('BAD_CONFIG', `${dir}/manifest.json: files must list ${WEIGHTS_FILE} with its sha256`);
+  for (const [file, expected] of Object.entries(manifest.files)) {
+    const actual = await sha256File(join(dir, file)).catch(() => 'missing');
+    if (actual !== expected) throw new HarmonicaError('BAD_CONFIG', `${dir}/${file}: sha256 ${actual.slice(0, 12)} does not match the manifest (${expected.slice(0, 12)})`);
+  }
+  return { dir, manifest, sha256: manifest.files[WEIGHTS_FILE]! };
+}
+
+/** Writes a package: weights (and VAE weights) as safetensors, then the manifest with hashes. */
+export async function writeModelPackage(
+  dir: string,
+  manifest: Omit<ModelManifest, 'format' | 'files'>,
+  weights: Map<string, HostTensor>,
+  vaeWeights?: Map<string, HostTensor>,
+): Promise<ModelPackage> {
+  await mkdir(dir, { recursive: true });
+  await writeSafetensors(join(dir, WEIGHTS_FILE), weights, { format: 'pt', model: manifest.id });
+  const files: Record<string, string> = { [WEIGHTS_FILE]: await sha256File(join(dir, WEIGHTS_FILE)) };
+  if (vaeWeights && manifest.vae) {
+    await writeSafetensors(join(dir, manifest.vae.weights), vaeWeights, { format: 'pt' });
+    files[manifest.vae.weights] = await sha256File(join(dir, manifest.vae.weights));
+  }
+  const full: ModelManifest = { format: MODEL_FORMAT, ...manifest, files };
+  await writeFile(join(dir, 'manifest.json'), `${JSON.stringify(full, null, 2)}\n`);
+  return { dir, manifest: full, sha256: files[WEIGHTS_FILE]! };
+}
