@@ -1,0 +1,59 @@
+import type { Command } from 'commander';
+import { writeFile } from 'node:fs/promises';
+import { extname } from 'node:path';
+import { Engine } from '../engine/engine.js';
+import { encodeImage } from '../engine/image.js';
+import { Progress } from '../util/progress.js';
+import { int, printReport } from './report.js';
+
+interface GenerateOptions {
+  model: string;
+  class?: number;
+  steps?: number;
+  sampler?: string;
+  cfg?: number;
+  cache: string;
+  seed: number;
+  n: number;
+  out: string;
+  json?: boolean;
+  threads?: number;
+  device: 'cpu' | 'cuda';
+}
+
+/** `out.png` for one image, `out-0.png`, `out-1.png`, ... for several. */
+export function imagePaths(out: string, n: number): string[] {
+  if (n === 1) return [out];
+  const ext = extname(out) || '.png';
+  const stem = out.slice(0, out.length - extname(out).length);
+  return Array.from({ length: n }, (_, i) => `${stem}-${i}${ext}`);
+}
+
+export function registerGenerate(program: Command): void {
+  program
+    .command('generate')
+    .description('generate images with a model package and a cache policy')
+    .requiredOption('--model <package>', 'bundled model name or package directory')
+    .option('--class <n>', 'class label (class-conditional models)', int)
+    .option('--steps <n>', 'denoising steps (default: the model\'s)', int)
+    .option('--sampler <name>', 'ddim | dpmpp (default: the model\'s)')
+    .option('--cfg <scale>', 'classifier-free guidance scale (1 = off)', Number)
+    .option('--cache <policy>', 'none | fora:N | router:<file>[@tau]', 'none')
+    .option('--seed <n>', 'random seed', int, 0)
+    .option('--n <n>', 'images', int, 1)
+    .option('--out <file>', 'PNG file (several images get -0, -1, ...)', 'out.png')
+    .option('--threads <n>', 'ORT intra-op threads', int)
+    .option('--device <device>', 'cpu | cuda', 'cpu')
+    .option('--json', 'print the report as one JSON object')
+    .action(async (o: GenerateOptions) => {
+      const engine = await Engine.open(o.model, { threads: o.threads, device: o.device });
+      const req = engine.resolve({ classLabel: o.class, steps: o.steps, sampler: o.sampler, cfg: o.cfg, cache: o.cache, seed: o.seed, n: o.n });
+      const progress = new Progress(`generate ${engine.id}`, req.steps, 'steps');
+      const { images, report } = await engine.generate(req, { onStep: (e) => progress.tick(1, { ms: e.ms, reused: e.reused }) });
+      const t0 = performance.now();
+      const paths = imagePaths(o.out, images.length);
+      await Promise.all(images.map(async (img, i) => writeFile(paths[i]!, await encodeImage(img))));
+      const { decisions: _decisions, ...summary } = report;
+      printReport({ ...summary, encodeMs: performance.now() - t0, images: paths }, !!o.json);
+    });
+}

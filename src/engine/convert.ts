@@ -1,0 +1,99 @@
+import { existsSync, statSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { isOriginalDitLayout } from '../models/checkpoints/dit.js';
+import { validateDitConfig, type DitConfig } from '../models/dit.js';
+import { vaeConfigFromDiffusers } from '../models/vae.js';
+import { readSafetensors } from '../tensor/safetensors.js';
+import { HarmonicaError } from '../util/errors.js';
+import { writeModelPackage, type ModelPackage } from './package.js';
+
+/** The DiT family of the original paper (Table 1): depth, hidden, heads, patch. */
+export const DIT_PRESETS: Record<string, Pick<DitConfig, 'depth' | 'hidden' | 'heads' | 'patchSize'>> = {
+  'DiT-XL/2': { depth: 28, hidden: 1152, heads: 16, patchSize: 2 },
+  'DiT-XL/4': { depth: 28, hidden: 1152, heads: 16, patchSize: 4 },
+  'DiT-L/2': { depth: 24, hidden: 1024, heads: 16, patchSize: 2 },
+  'DiT-B/2': { depth: 12, hidden: 768, heads: 12, patchSize: 2 },
+  'DiT-S/2': { depth: 12, hidden: 384, heads: 6, patchSize: 2 },
+};
+
+/** Original DiT numerics by default (the weights were trained with them); see DitConfig. */
+const ORIGINAL_NUMERICS = { freqShift: 0, mlpNormEps: 1e-6 } as const;
+const DIT_DEFAULTS = { sampler: 'ddim', steps: 20, cfg: 1.5 };
+
+export interface ConvertOptions {
+  /** A diffusers folder (model_index.json with transformer/ and vae/) or an original DiT .safetensors file. */
+  from: string;
+  out: string;
+  id: string;
+  /** For original checkpoints: one of DIT_PRESETS, or a full DiT config. */
+  preset?: string;
+  config?: Partial<DitConfig>;
+  /** For original checkpoints: 256 or 512 (latent side = image / 8). */
+  imageSize?: number;
+  /** Use diffusers' timestep shift and norm eps instead of the original DiT's. */
+  diffusersNumerics?: boolean;
+}
+
+function ditConfigFromDiffusers(json: Record<string, unknown>, diffusersNumerics: boolean): DitConfig {
+  const num = (k: string, fallback?: number) => {
+    const v = json[k] ?? fallback;
+    if (typeof v !== 'number') throw new HarmonicaError('BAD_CONFIG', `DiT config.json: "${k}" must be a number`);
+    return v;
+  };
+  const inChannels = num('in_channels', 4);
+  const outChannels = num('out_channels', inChannels);
+  return validateDitConfig({
+    inputSize: num('sample_size', 32), patchSize: num('patch_size', 2), inChannels,
+    hidden: num('num_attention_heads', 16) * num('attention_head_dim', 72), depth: num('num_layers', 28), heads: num('num_attention_heads', 16),
+    mlpRatio: 4, numClasses: num('num_embeds_ada_norm', 1000), learnSigma: outChannels === 2 * inChannels,
+    ...(diffusersNumerics ? { freqShift: 1, mlpNormEps: num('norm_eps', 1e-5) } : ORIGINAL_NUMERICS),
+  });
+}
+
+async function readJson(path: string): Promise<Record<string, unknown>> {
+  try {
+    return JSON.parse(await readFile(path, 'utf8')) as Record<string, unknown>;
+  } catch (err) {
+    throw new HarmonicaError('BAD_CONFIG', `cannot read ${path}: ${(err as Error).message}`);
+  }
+}
+
+function findWeights(dir: string): string {
+  for (const name of ['diffusion_pytorch_model.safetensors', 'model.safetensors']) if (existsSync(join(dir, name))) return join(dir, name);
+  throw new HarmonicaError('BAD_CONFIG', `${dir}: no diffusion_pytorch_model.safetensors (sharded and .bin checkpoints are not supported; save as one safetensors file)`);
+}
+
+/** Writes a model package from a diffusers folder or an original DiT checkpoint. */
+export async function convertCheckpoint(o: ConvertOptions): Promise<ModelPackage> {
+  if (!existsSync(o.from)) throw new HarmonicaError('BAD_CONFIG', `${o.from} does not exist`);
+  if (statSync(o.from).isDirectory()) {
+    const transformerDir = existsSync(join(o.from, 'transformer')) ? join(o.from, 'transformer') : o.from;
+    const config = await readJson(join(transformerDir, 'config.json'));
+    const cls = String(config._class_name ?? '');
+    if (cls !== 'DiTTransformer2DModel' && !(cls === 'Transformer2DModel' && config.norm_type === 'ada_norm_zero')) {
+      throw new HarmonicaError('BAD_CONFIG', `${transformerDir}/config.json: unsupported model class "${cls}" (supported: DiTTransformer2DModel)`);
+    }
+    const dit = ditConfigFromDiffusers(config, !!o.diffusersNumerics);
+    const vaeDir = join(o.from, 'vae');
+    const vae = existsSync(join(vaeDir, 'config.json')) ? await readJson(join(vaeDir, 'config.json')) : undefined;
+    if (vae) vaeConfigFromDiffusers(vae);
+    return writeModelPackage(o.out, {
+      id: o.id, family: 'dit', layout: 'diffusers', config: { ...dit }, defaults: DIT_DEFAULTS,
+      ...(vae ? { vae: { config: vae, weights: 'vae.safetensors' } } : {}),
+      provenance: { convertedFrom: o.from, format: 'diffusers', diffusersNumerics: !!o.diffusersNumerics },
+    }, await readSafetensors(findWeights(transformerDir)), vae ? await readSafetensors(findWeights(vaeDir)) : undefined);
+  }
+  const preset = o.config ?? (o.preset ? DIT_PRESETS[o.preset] : undefined);
+  if (!preset) throw new HarmonicaError('BAD_CONFIG', `an original DiT checkpoint needs --preset (one of ${Object.keys(DIT_PRESETS).join(', ')}) or --config`);
+  const weights = await readSafetensors(o.from);
+  if (!isOriginalDitLayout(weights.keys())) throw new HarmonicaError('BAD_CONFIG', `${o.from}: not an original DiT state dict (no x_embedder / blocks.N.attn.qkv keys)`);
+  const imageSize = o.imageSize ?? 256;
+  const dit = validateDitConfig({
+    inputSize: imageSize / 8, inChannels: 4, mlpRatio: 4, numClasses: 1000, learnSigma: true, ...ORIGINAL_NUMERICS, ...preset,
+  } as DitConfig);
+  return writeModelPackage(o.out, {
+    id: o.id, family: 'dit', layout: 'original', config: { ...dit }, defaults: DIT_DEFAULTS,
+    provenance: { convertedFrom: o.from, format: 'facebookresearch DiT state dict', preset: o.preset, imageSize },
+  }, weights);
+}
