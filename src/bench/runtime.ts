@@ -1,5 +1,6 @@
 import { CachedExecutor, parsePolicy, type CachePolicy } from '../cache/index.js';
 import { trajectoryMacs } from '../cache/macs.js';
+import { storeMask } from '../cache/policy.js';
 import { buildPlainStep } from '../cache/step-graph.js';
 import { ditDenoiser, type Denoiser } from '../models/denoiser.js';
 import type { DitConfig } from '../models/dit.js';
@@ -64,6 +65,7 @@ export async function benchRuntime(options: { runs?: number; steps?: number; con
   const executor = await CachedExecutor.create(model, weights, batch);
   const specs = ['none', 'fora:2', 'fora:3'];
   const masks = Object.fromEntries(specs.map((s) => [s, policyMasks(parsePolicy(s), model, steps)]));
+  const stores = Object.fromEntries(specs.map((s) => [s, storeMask(masks[s]!)]));
   const fullMacs = trajectoryMacs(model, masks.none!);
 
   const variants: Record<string, () => Promise<unknown>> = {
@@ -74,7 +76,7 @@ export async function benchRuntime(options: { runs?: number; steps?: number; con
   for (const s of specs) {
     variants[`executor ${s}`] = async () => {
       executor.reset();
-      for (let i = 0; i < steps; i++) await executor.step(feeds, masks[s]![i]!);
+      for (let i = 0; i < steps; i++) await executor.step(feeds, masks[s]![i]!, stores[s]![i]!);
     };
   }
   const times: Record<string, number[]> = Object.fromEntries(Object.keys(variants).map((k) => [k, []]));

@@ -51,25 +51,29 @@ export class CachedExecutor {
 
   /**
    * Runs one step; `mask[s]` says whether slot s computes (forced true on a first step and
-   * while nothing is cached). `store: false` leaves the cache alone (nothing will reuse it).
+   * while nothing is cached). `store` (for all slots or per slot) says which computed outputs
+   * to keep: copying a fresh output out of ORT costs time, so outputs no later step reuses
+   * are not fetched.
    */
-  async step(inputs: Record<string, HostTensor>, mask: readonly boolean[], store = true): Promise<StepResult> {
+  async step(inputs: Record<string, HostTensor>, mask: readonly boolean[], store: boolean | readonly boolean[] = true): Promise<StepResult> {
     const slots = this.model.slots;
     if (mask.length !== slots.length) throw new Error(`mask has ${mask.length} entries, the model has ${slots.length} slots`);
     const computed = slots.map((s, i) => this.stepsRun === 0 || !this.cache.has(s.name) || mask[i]!);
+    const keep = slots.map((_, i) => computed[i]! && (typeof store === 'boolean' ? store : store[i]!));
     const feeds: Record<string, HostTensor> = { ...inputs };
     const fetches = [stepNames.out];
     slots.forEach((s, i) => {
       feeds[stepNames.compute(s.name)] = computed[i] ? TRUE : FALSE;
       const cacheName = stepNames.cache(s.name);
       feeds[cacheName] = this.cache.get(s.name) ?? this.empty.get(cacheName)!;
-      if (computed[i] && store) fetches.push(stepNames.fresh(s.name));
+      if (keep[i]) fetches.push(stepNames.fresh(s.name));
     });
     const t0 = performance.now();
     const results = await this.session.run(feeds, fetches);
     const ms = performance.now() - t0;
     slots.forEach((s, i) => {
-      if (computed[i] && store) this.cache.set(s.name, results[stepNames.fresh(s.name)]!);
+      if (keep[i]) this.cache.set(s.name, results[stepNames.fresh(s.name)]!);
+      else if (computed[i]) this.cache.delete(s.name); // stale now: never reuse it
     });
     this.stepsRun++;
     return { out: results[stepNames.out]!, computed, ms };

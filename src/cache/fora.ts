@@ -5,6 +5,7 @@ import { registerPolicy, type CachePolicy, type PolicyContext } from './policy.j
 export class ForaPolicy implements CachePolicy {
   readonly name = 'fora';
   readonly probes = [];
+  readonly static = true;
   private slots = 0;
 
   constructor(readonly interval: number) {

@@ -21,6 +21,8 @@ export interface CachePolicy {
   readonly spec: string;
   /** Probe values (see SublayerHooks.probe) this policy reads each step. */
   readonly probes: readonly string[];
+  /** True when decisions depend only on the step index, so the whole schedule is known up front. */
+  readonly static: boolean;
   /** Validates against the model and request and resets per-trajectory state. */
   start(ctx: PolicyContext): void;
   /** true = compute slot s at step `step` (0 = first denoising step). */
@@ -54,6 +56,7 @@ export class NoCachePolicy implements CachePolicy {
   readonly name = 'none';
   readonly spec = 'none';
   readonly probes = [];
+  readonly static = true;
   private slots = 0;
 
   start(ctx: PolicyContext): void {
@@ -69,3 +72,11 @@ registerPolicy('none', (args) => {
   if (args) throw new HarmonicaError('UNKNOWN_POLICY', `policy "none" takes no arguments, got "${args}"`);
   return new NoCachePolicy();
 });
+
+/**
+ * Which computed outputs must be kept for a static schedule: only those that a later step
+ * reuses, i.e. where the next step does not compute the slot again.
+ */
+export function storeMask(schedule: readonly (readonly boolean[])[]): boolean[][] {
+  return schedule.map((row, i) => row.map((computed, s) => computed && i + 1 < schedule.length && !schedule[i + 1]![s]));
+}

@@ -45,6 +45,7 @@ export function parseRouterArtifact(json: unknown, source: string): RouterArtifa
 export class RouterPolicy implements CachePolicy {
   readonly name = 'router';
   readonly probes = [];
+  readonly static = true;
 
   constructor(
     readonly artifact: RouterArtifact,

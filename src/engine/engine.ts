@@ -2,7 +2,7 @@ import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
 import { CachedExecutor, parsePolicy, type CachePolicy } from '../cache/index.js';
 import { macSpeedup } from '../cache/macs.js';
-import { NoCachePolicy } from '../cache/policy.js';
+import { storeMask } from '../cache/policy.js';
 import { splitGuided, dropLearnedSigma, duplicateForCfg } from '../diffusion/cfg.js';
 import { createSampler, initialNoise } from '../diffusion/sampler.js';
 import { isOriginalDitLayout, originalDitToDiffusers } from '../models/checkpoints/dit.js';
@@ -156,14 +156,17 @@ export class Engine {
     const start = performance.now();
     const stepsMs: number[] = [];
     const decisions: boolean[][] = [];
-    // A policy that never reuses has no use for fresh outputs: skip copying them out.
-    const store = !(policy instanceof NoCachePolicy);
+    // A static schedule tells up front which fresh outputs a later step reuses; only those
+    // are copied out of ORT.
+    const schedule = policy.static ? Array.from({ length: req.steps }, (_, i) => (i === 0 ? slots.map(() => true) : policy.decide(i, {}))) : null;
+    const store = schedule ? storeMask(schedule) : null;
     for (let i = 0; i < req.steps; i++) {
       options.signal?.throwIfAborted();
       const t0 = performance.now();
       const timestep = sampler.timesteps[i]!;
       const input = tensor('float32', [rows, c, h, w], guided ? duplicateForCfg(x) : x);
-      const { out, computed } = await executor.step({ x: input, t: tensor('float32', [rows], new Array<number>(rows).fill(timestep)), y }, policy.decide(i, {}), store);
+      const mask = schedule ? schedule[i]! : policy.decide(i, {});
+      const { out, computed } = await executor.step({ x: input, t: tensor('float32', [rows], new Array<number>(rows).fill(timestep)), y }, mask, store ? store[i]! : true);
       const o = out.data as Float32Array;
       const eps = guided ? splitGuided(o, req.n, this.model.outChannels, c, h * w, req.cfg) : dropLearnedSigma(o, req.n, this.model.outChannels, c, h * w);
       x = sampler.step(i, x, eps, stepRng);

@@ -54,23 +54,27 @@ export const ditOutChannels = (cfg: DitConfig) => (cfg.learnSigma ? 2 * cfg.inCh
 const gridSide = (cfg: DitConfig) => cfg.inputSize / cfg.patchSize;
 const tokenCount = (cfg: DitConfig) => gridSide(cfg) ** 2;
 
-/** Gated sublayers in router order: entry 2i = block i attention, 2i+1 = block i MLP. */
+/**
+ * Gated sublayers in router order: entry 2i = block i attention, 2i+1 = block i MLP. A
+ * sublayer's MACs include its shift/scale modulation, which is computed only with it.
+ */
 export function ditSlots(cfg: DitConfig): SlotInfo[] {
   const t = tokenCount(cfg);
   const d = cfg.hidden;
+  const modulation = macs.linear(1, d, 2 * d);
   return Array.from({ length: cfg.depth }, (_, i) => [
-    { name: `blocks.${i}.attn`, block: i, kind: 'attn' as const, macs: macs.selfAttention(t, d) },
-    { name: `blocks.${i}.mlp`, block: i, kind: 'mlp' as const, macs: macs.mlp(t, d, cfg.mlpRatio * d) },
+    { name: `blocks.${i}.attn`, block: i, kind: 'attn' as const, macs: macs.selfAttention(t, d) + modulation },
+    { name: `blocks.${i}.mlp`, block: i, kind: 'mlp' as const, macs: macs.mlp(t, d, cfg.mlpRatio * d) + modulation },
   ]).flat();
 }
 
-/** MACs per sample outside the gated sublayers (embeddings, modulation, final layer). */
+/** MACs per sample outside the gated sublayers (embeddings, gates, final layer). */
 export function ditOtherMacs(cfg: DitConfig): number {
   const t = tokenCount(cfg);
   const d = cfg.hidden;
   const p = cfg.patchSize;
   return macs.linear(t, cfg.inChannels * p * p, d) + macs.linear(1, TIMESTEP_FEATURES, d) + macs.linear(1, d, d)
-    + cfg.depth * macs.linear(1, d, 6 * d) + macs.linear(1, d, 2 * d) + macs.linear(t, d, p * p * ditOutChannels(cfg));
+    + cfg.depth * macs.linear(1, d, 2 * d) + macs.linear(1, d, 2 * d) + macs.linear(t, d, p * p * ditOutChannels(cfg));
 }
 
 interface BlockParams {
@@ -155,20 +159,33 @@ export function buildDit(b: GraphBuilder, w: Weights, cfg: DitConfig, io: DitInp
 
   const slots = ditSlots(cfg);
   blocks.forEach((params, i) => b.scope(`blocks.${i}`, () => {
-    const [shiftMsa, scaleMsa, gateMsa, shiftMlp, scaleMlp, gateMlp] =
-      b.split(linear(b, b.silu(condOf(params.embedder)), params.modulation), [d, d, d, d, d, d], 1) as [Value, Value, Value, Value, Value, Value];
+    // adaLN-Zero modulation, chunks [shift, scale, gate] x [msa, mlp]. Only the gates are
+    // needed when a sublayer is reused; shift and scale are computed inside the sublayer.
+    const c = b.silu(condOf(params.embedder));
+    const chunk = (bb: GraphBuilder, from: number, count: number) => {
+      const { weight, bias } = params.modulation;
+      return linear(bb, c, { weight: bb.slice(weight, [from * d], [(from + count) * d], [1]), bias: bb.slice(bias!, [from * d], [(from + count) * d], [0]) });
+    };
+    const gateMsa = b.unsqueeze(chunk(b, 2, 1), [1]);
+    const gateMlp = b.unsqueeze(chunk(b, 5, 1), [1]);
     const blockInput = h;
-    const attnInput = (bb: GraphBuilder) => modulate(bb, bb.layerNorm(blockInput, null, null, { epsilon: ADALN_NORM_EPS }), shiftMsa, scaleMsa);
+    const attnInput = (bb: GraphBuilder) => {
+      const [shift, scale] = bb.split(chunk(bb, 0, 2), [d, d], 1) as [Value, Value];
+      return modulate(bb, bb.layerNorm(blockInput, null, null, { epsilon: ADALN_NORM_EPS }), shift, scale);
+    };
     let probedInput: Value | undefined;
     if (i === 0) hooks.probe('firstBlock.modulatedInput', (probedInput = attnInput(b)));
-    h = hooks.gated(slots[2 * i]!, h, b.unsqueeze(gateMsa, [1]), (bb) =>
+    h = hooks.gated(slots[2 * i]!, h, gateMsa, (bb) =>
       bb.scope('attn', () => {
         const input = probedInput ?? attnInput(bb);
         return attention(bb, input, input, params.attn, cfg.heads);
       }));
     const afterAttn = h;
-    h = hooks.gated(slots[2 * i + 1]!, h, b.unsqueeze(gateMlp, [1]), (bb) =>
-      bb.scope('mlp', () => mlp(bb, modulate(bb, bb.layerNorm(afterAttn, null, null, { epsilon: cfg.mlpNormEps }), shiftMlp, scaleMlp), params.mlp)));
+    h = hooks.gated(slots[2 * i + 1]!, h, gateMlp, (bb) =>
+      bb.scope('mlp', () => {
+        const [shift, scale] = bb.split(chunk(bb, 3, 2), [d, d], 1) as [Value, Value];
+        return mlp(bb, modulate(bb, bb.layerNorm(afterAttn, null, null, { epsilon: cfg.mlpNormEps }), shift, scale), params.mlp);
+      }));
     if (i === 0) hooks.probe('firstBlock.residual', b.sub(h, blockInput));
   }));
 

@@ -1,5 +1,5 @@
 import { DTYPES, type DType } from '../tensor/dtype.js';
-import { tensor, type HostTensor } from '../tensor/tensor.js';
+import { sliceTensor, tensor, type HostTensor } from '../tensor/tensor.js';
 import { attr, Graph, Value, type Attr, type Node, type Shape } from './ir.js';
 import { broadcastShapes, normalizeAxes, normalizeAxis, reshapeTarget, sameShape, ShapeError } from './shapes.js';
 
@@ -49,11 +49,15 @@ export class GraphBuilder {
   private readonly names: Names;
   private readonly scopes: string[] = [];
   private readonly constants = new Map<string, Value>();
+  /** The builder of the main graph: `If` branches keep their initializers there. */
+  private readonly root: GraphBuilder;
+  private readonly slices = new Map<string, Value>();
 
-  constructor(name = 'graph', options: BuilderOptions = {}, names?: Names) {
+  constructor(name = 'graph', options: BuilderOptions = {}, names?: Names, root?: GraphBuilder) {
     this.graph = new Graph(name);
     this.weights = options.weights ?? 'initializers';
     this.names = names ?? new Names();
+    this.root = root ?? this;
   }
 
   // ---- graph boundary ----------------------------------------------------------------
@@ -65,6 +69,7 @@ export class GraphBuilder {
   }
 
   initializer(name: string, t: HostTensor): Value {
+    if (this.root !== this) return this.root.initializer(name, t);
     const v = new Value(this.names.unique(name), t.dtype, [...t.shape], 'initializer');
     this.graph.initializers.set(v, t);
     return v;
@@ -370,7 +375,10 @@ export class GraphBuilder {
     return this.node('Split', [x, this.ints(sizes)], outs, { axis: attr.int(ax) });
   }
 
-  /** Static slice with step 1; ends are clamped to the dimension. */
+  /**
+   * Static slice with step 1; ends are clamped to the dimension. A slice of an initializer
+   * becomes an initializer of its own, so ORT can prepack it like any weight.
+   */
   slice(x: Value, starts: readonly number[], ends: readonly number[], axes: readonly number[]): Value {
     const ax = normalizeAxes(axes, x.rank, 'Slice');
     const shape = [...x.shape];
@@ -383,6 +391,13 @@ export class GraphBuilder {
       e.push(clamp(ends[i]!));
       shape[a] = Math.max(0, e[i]! - s[i]!);
     });
+    const weight = this.root.graph.initializers.get(x);
+    if (weight) {
+      const key = `${x.name}[${ax.map((a, i) => `${a}:${s[i]}:${e[i]}`).join(',')}]`;
+      let v = this.root.slices.get(key);
+      if (!v) this.root.slices.set(key, (v = this.root.initializer(key, sliceTensor(weight, s, e, ax))));
+      return v;
+    }
     return this.node('Slice', [x, this.ints(s), this.ints(e), this.ints(ax)], [[x.dtype, shape]])[0]!;
   }
 
@@ -485,7 +500,7 @@ export class GraphBuilder {
       throw new ShapeError(`If: condition must be a single bool, got ${cond.dtype}[${cond.shape}]`);
     }
     const branch = (name: string, fn: (b: GraphBuilder) => Value[]) => {
-      const sub = new GraphBuilder(this.names.unique(`${label}_${name}`), { weights: this.weights }, this.names);
+      const sub = new GraphBuilder(this.names.unique(`${label}_${name}`), { weights: this.weights }, this.names, this.root);
       sub.scopes.push(...this.scopes, `${label}_${name}`);
       for (const v of fn(sub)) sub.output(v);
       return sub.graph;

@@ -36,3 +36,27 @@ export function toFloat64(t: HostTensor): Float64Array {
   if (t.dtype !== 'float32' && t.dtype !== 'float64') throw new Error(`toFloat64 needs float32/float64, got ${t.dtype}`);
   return Float64Array.from(t.data as Float32Array);
 }
+
+/** A copy of t[starts:ends] along `axes` (step 1). */
+export function sliceTensor(t: HostTensor, starts: readonly number[], ends: readonly number[], axes: readonly number[]): HostTensor {
+  const lo = t.shape.map(() => 0);
+  const hi = [...t.shape];
+  axes.forEach((a, i) => {
+    lo[a] = starts[i]!;
+    hi[a] = ends[i]!;
+  });
+  const shape = hi.map((h, i) => h - lo[i]!);
+  const out = tensor(t.dtype, shape);
+  const strides = t.shape.map((_, i) => t.shape.slice(i + 1).reduce((p, d) => p * d, 1));
+  const src = t.data as Float32Array;
+  const dst = out.data as Float32Array;
+  const n = numel(shape);
+  const index = new Array<number>(shape.length).fill(0);
+  for (let k = 0; k < n; k++) {
+    let offset = 0;
+    for (let i = 0; i < shape.length; i++) offset += (index[i]! + lo[i]!) * strides[i]!;
+    dst[k] = src[offset]!;
+    for (let i = shape.length - 1; i >= 0 && ++index[i]! === shape[i]; i--) index[i] = 0;
+  }
+  return out;
+}

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parsePolicy, type PolicyContext } from '../../src/cache/index.js';
 import { ROUTER_FORMAT, type RouterArtifact } from '../../src/cache/router.js';
+import { storeMask } from '../../src/cache/policy.js';
 import { ditSlots } from '../../src/models/dit.js';
 import { TINY_DIT } from '../helpers/dit-checkpoint.js';
 
@@ -76,5 +77,11 @@ describe('cache policies', () => {
     expect(() => parsePolicy('magic:3')).toThrow(/unknown cache policy "magic" \(known: none, fora, router/);
     expect(() => parsePolicy('router:/nonexistent.json')).toThrow(/cannot read router/);
     expect(() => parsePolicy('router:x.json@2')).toThrow(/tau must be in/);
+  });
+
+  it('storeMask keeps exactly the outputs that the next step reuses', () => {
+    const T = true, F = false;
+    expect(storeMask([[T, T], [F, T], [T, F], [F, F]])).toEqual([[T, F], [F, T], [T, F], [F, F]]);
+    expect(storeMask([[T, T], [T, T]])).toEqual([[F, F], [F, F]]);
   });
 });
