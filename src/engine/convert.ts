@@ -82,7 +82,7 @@ export async function convertCheckpoint(o: ConvertOptions): Promise<ModelPackage
       id: o.id, family: 'dit', layout: 'diffusers', config: { ...dit }, defaults: DIT_DEFAULTS,
       ...(vae ? { vae: { config: vae, weights: 'vae.safetensors' } } : {}),
       provenance: { convertedFrom: o.from, format: 'diffusers', diffusersNumerics: !!o.diffusersNumerics },
-    }, await readSafetensors(findWeights(transformerDir)), vae ? await readSafetensors(findWeights(vaeDir)) : undefined);
+    }, await readSafetensors(findWeights(transformerDir)), vae ? { 'vae.safetensors': await readSafetensors(findWeights(vaeDir)) } : {});
   }
   const preset = o.config ?? (o.preset ? DIT_PRESETS[o.preset] : undefined);
   if (!preset) throw new HarmonicaError('BAD_CONFIG', `an original DiT checkpoint needs --preset (one of ${Object.keys(DIT_PRESETS).join(', ')}) or --config`);

@@ -9,6 +9,7 @@ import { isOriginalDitLayout, originalDitToDiffusers } from '../models/checkpoin
 import { createDenoiser, type Denoiser } from '../models/denoiser.js';
 import type { DitConfig } from '../models/dit.js';
 import { buildVaeDecoder, vaeConfigFromDiffusers } from '../models/vae.js';
+import { TextTokenizer } from '../models/tokenizer.js';
 import { Weights } from '../models/weights.js';
 import { GraphBuilder } from '../onnx/builder.js';
 import { Session, type SessionConfig } from '../onnx/session.js';
@@ -16,13 +17,18 @@ import { Rng } from '../tensor/rng.js';
 import { readSafetensors } from '../tensor/safetensors.js';
 import { tensor, type HostTensor } from '../tensor/tensor.js';
 import { HarmonicaError } from '../util/errors.js';
+import { ClassConditioning, TextConditioning, type Conditioning } from './conditioning.js';
 import { openModelPackage, WEIGHTS_FILE, type ModelPackage } from './package.js';
 
 /** Request limits, shared by the CLI and the HTTP API. */
 export const LIMITS = { maxSteps: 1000, maxImages: 8, maxCfg: 30 };
 
 export interface GenerateRequest {
+  /** Class-conditional models. */
   classLabel?: number;
+  /** Text-conditional models; the negative prompt conditions the guidance rows (default ""). */
+  prompt?: string;
+  negativePrompt?: string;
   steps?: number;
   sampler?: string;
   /** Classifier-free guidance scale; 1 disables guidance (no unconditional half). */
@@ -40,6 +46,9 @@ export interface StepEvent {
   computed: number;
   reused: number;
 }
+
+/** A request with every default filled in. */
+export type ResolvedRequest = Required<Omit<GenerateRequest, 'classLabel' | 'prompt' | 'negativePrompt'>> & Pick<GenerateRequest, 'classLabel' | 'prompt' | 'negativePrompt'>;
 
 export interface GenerateReport {
   model: string;
@@ -61,6 +70,8 @@ export interface GenerateReport {
   /** Per step, which slots computed (for heat maps). */
   decisions: boolean[][];
   machine: string;
+  /** e.g. promptTokens and promptTruncated for text models. */
+  notes: Record<string, unknown>;
 }
 
 export interface GenerateResult {
@@ -84,18 +95,33 @@ export class Engine {
     readonly model: Denoiser,
     private readonly weights: Weights,
     private readonly vae: { weights: Weights; config: ReturnType<typeof vaeConfigFromDiffusers> } | null,
+    private readonly conditioning: Conditioning,
     private readonly session: SessionConfig,
   ) {}
 
   static async open(nameOrDir: string, session: SessionConfig = {}): Promise<Engine> {
     const pkg = await openModelPackage(nameOrDir);
     const m = pkg.manifest;
+    const config: SessionConfig = { threads: availableParallelism(), ...session };
     const model = createDenoiser(m.family, m.config);
     const raw = await readSafetensors(join(pkg.dir, WEIGHTS_FILE));
-    const canonical = m.layout === 'original' || isOriginalDitLayout(raw.keys()) ? originalDitToDiffusers(raw, m.config as unknown as DitConfig) : raw;
+    const canonical = m.family === 'dit' && (m.layout === 'original' || isOriginalDitLayout(raw.keys())) ? originalDitToDiffusers(raw, m.config as unknown as DitConfig) : raw;
     const weights = new Weights(canonical, `${m.id}/${WEIGHTS_FILE}`);
-    const vae = m.vae ? { weights: new Weights(await readSafetensors(join(pkg.dir, m.vae.weights)), `${m.id}/${m.vae.weights}`), config: vaeConfigFromDiffusers(m.vae.config) } : null;
-    return new Engine(pkg, model, weights, vae, { threads: availableParallelism(), ...session });
+    const load = async (file: string) => new Weights(await readSafetensors(join(pkg.dir, file)), `${m.id}/${file}`);
+    const vae = m.vae ? { weights: await load(m.vae.weights), config: vaeConfigFromDiffusers(m.vae.config) } : null;
+    let conditioning: Conditioning;
+    if (model.conditioning === 'text') {
+      const te = m.textEncoder;
+      if (!te) throw new HarmonicaError('BAD_CONFIG', `${m.id}: a text-conditional model needs "textEncoder" in its manifest`);
+      const tokenizer = await TextTokenizer.load(join(pkg.dir, te.tokenizer));
+      const [, h, w] = model.latentShape;
+      const scale = vae ? 8 : 1;
+      const micro = (m.config as { useAdditionalConditions?: boolean }).useAdditionalConditions ? [h * scale, w * scale] as [number, number] : null;
+      conditioning = new TextConditioning(m.id, { config: te.config, weights: await load(te.weights), tokenizer, maxLength: te.maxLength }, config, micro);
+    } else {
+      conditioning = new ClassConditioning(m.id, (m.config as { numClasses: number }).numClasses);
+    }
+    return new Engine(pkg, model, weights, vae, conditioning, config);
   }
 
   get id(): string {
@@ -120,14 +146,14 @@ export class Engine {
   }
 
   /** Fills defaults and rejects bad requests before any work starts. */
-  resolve(req: GenerateRequest): Required<GenerateRequest> {
+  resolve(req: GenerateRequest): ResolvedRequest {
     const d = this.pkg.manifest.defaults;
-    const r = { classLabel: req.classLabel ?? 0, steps: req.steps ?? d.steps, sampler: req.sampler ?? d.sampler, cfg: req.cfg ?? d.cfg, seed: req.seed ?? 0, n: req.n ?? 1, cache: req.cache ?? 'none' };
+    const r: ResolvedRequest = {
+      classLabel: req.classLabel, prompt: req.prompt, negativePrompt: req.negativePrompt,
+      steps: req.steps ?? d.steps, sampler: req.sampler ?? d.sampler, cfg: req.cfg ?? d.cfg, seed: req.seed ?? 0, n: req.n ?? 1, cache: req.cache ?? 'none',
+    };
     const bad = (msg: string) => new HarmonicaError('BAD_INPUT', msg);
-    const numClasses = (this.pkg.manifest.config as { numClasses?: number }).numClasses ?? 0;
-    if (!Number.isInteger(r.classLabel) || r.classLabel < 0 || r.classLabel >= numClasses) {
-      throw bad(`unknown class ${req.classLabel}: ${this.id} has classes 0..${numClasses - 1}`);
-    }
+    this.conditioning.validate(r);
     if (!Number.isInteger(r.steps) || r.steps < 1 || r.steps > LIMITS.maxSteps) throw bad(`steps must be an integer in 1..${LIMITS.maxSteps}, got ${r.steps}`);
     if (!Number.isInteger(r.n) || r.n < 1 || r.n > LIMITS.maxImages) throw bad(`n must be an integer in 1..${LIMITS.maxImages}, got ${r.n}`);
     if (!(r.cfg >= 1 && r.cfg <= LIMITS.maxCfg)) throw bad(`cfg must be in [1, ${LIMITS.maxCfg}], got ${r.cfg}`);
@@ -144,9 +170,7 @@ export class Engine {
     const [c, h, w] = this.model.latentShape;
     const guided = req.cfg > 1;
     const rows = guided ? 2 * req.n : req.n;
-    const numClasses = (this.pkg.manifest.config as { numClasses: number }).numClasses;
-    const labels = [...new Array<number>(req.n).fill(req.classLabel), ...new Array<number>(rows - req.n).fill(numClasses)];
-    const y = tensor('int64', [rows], labels);
+    const conditions = await this.conditioning.build(req, rows);
     const rng = new Rng(req.seed);
     let x = initialNoise(req.n * c * h * w, rng.fork('noise'));
     const stepRng = rng.fork('sampler');
@@ -166,7 +190,8 @@ export class Engine {
       const timestep = sampler.timesteps[i]!;
       const input = tensor('float32', [rows, c, h, w], guided ? duplicateForCfg(x) : x);
       const mask = schedule ? schedule[i]! : policy.decide(i, {});
-      const { out, computed } = await executor.step({ x: input, t: tensor('float32', [rows], new Array<number>(rows).fill(timestep)), y }, mask, store ? store[i]! : true);
+      const feeds = { ...conditions.feeds, x: input, t: tensor('float32', [rows], new Array<number>(rows).fill(timestep)) };
+      const { out, computed } = await executor.step(feeds, mask, store ? store[i]! : true);
       const o = out.data as Float32Array;
       const eps = guided ? splitGuided(o, req.n, this.model.outChannels, c, h * w, req.cfg) : dropLearnedSigma(o, req.n, this.model.outChannels, c, h * w);
       x = sampler.step(i, x, eps, stepRng);
@@ -186,6 +211,7 @@ export class Engine {
         model: this.id, modelSha256: this.pkg.sha256, policy: policy.spec, sampler: req.sampler, steps: req.steps, cfg: req.cfg,
         seed: req.seed, n: req.n, stepsMs, totalMs, computedSlots, reusedSlots, cur: reusedSlots / (decisions.length * slots.length),
         macSpeedup: macSpeedup(this.model, decisions), decisions, machine: `${cpus().length} x ${cpus()[0]?.model ?? 'CPU'}, ${this.session.device ?? 'cpu'}`,
+        notes: conditions.notes,
       },
     };
   }
@@ -209,7 +235,11 @@ export class Engine {
     executor.reset();
     const t = inputs.t;
     if (!t || t.shape.length !== 1 || t.shape[0] !== rows) throw new HarmonicaError('BAD_INPUT', `forward needs "t" of shape [${rows}]`);
-    const feeds = { ...inputs, t: tensor('float32', [rows], Array.from(t.data as ArrayLike<number | bigint>, Number)) };
+    const feeds: Record<string, HostTensor> = { ...inputs, t: tensor('float32', [rows], Array.from(t.data as ArrayLike<number | bigint>, Number)) };
+    if (this.model.conditioning === 'text' && !feeds.encoder_attention_mask && feeds.encoder_hidden_states) {
+      const [, length] = feeds.encoder_hidden_states.shape as [number, number];
+      feeds.encoder_attention_mask = tensor('float32', [rows, length], new Array<number>(rows * length).fill(1));
+    }
     const { out } = await executor.step(feeds, this.model.slots.map(() => true), false);
     return out;
   }

@@ -22,6 +22,8 @@ export interface ModelManifest {
   config: Record<string, unknown>;
   /** Latent-space models decode with a VAE stored beside the weights; pixel-space models have none. */
   vae?: { config: Record<string, unknown>; weights: string };
+  /** Text-conditional models: a T5 encoder (transformers config.json) and its tokenizer.json. */
+  textEncoder?: { config: Record<string, unknown>; weights: string; tokenizer: string; maxLength: number };
   defaults: { sampler: string; steps: number; cfg: number };
   /** Human-readable names of the classes (class-conditional models). */
   classes?: string[];
@@ -71,19 +73,23 @@ export async function openModelPackage(nameOrDir: string): Promise<ModelPackage>
   return { dir, manifest, sha256: manifest.files[WEIGHTS_FILE]! };
 }
 
-/** Writes a package: weights (and VAE weights) as safetensors, then the manifest with hashes. */
+/**
+ * Writes a package: the weights as safetensors, extra files (more safetensors, or JSON such as
+ * tokenizer.json), then the manifest with every file's sha256.
+ */
 export async function writeModelPackage(
   dir: string,
   manifest: Omit<ModelManifest, 'format' | 'files'>,
   weights: Map<string, HostTensor>,
-  vaeWeights?: Map<string, HostTensor>,
+  extraFiles: Record<string, Map<string, HostTensor> | object> = {},
 ): Promise<ModelPackage> {
   await mkdir(dir, { recursive: true });
-  await writeSafetensors(join(dir, WEIGHTS_FILE), weights, { format: 'pt', model: manifest.id });
-  const files: Record<string, string> = { [WEIGHTS_FILE]: await sha256File(join(dir, WEIGHTS_FILE)) };
-  if (vaeWeights && manifest.vae) {
-    await writeSafetensors(join(dir, manifest.vae.weights), vaeWeights, { format: 'pt' });
-    files[manifest.vae.weights] = await sha256File(join(dir, manifest.vae.weights));
+  const files: Record<string, string> = {};
+  for (const [name, content] of [[WEIGHTS_FILE, weights] as const, ...Object.entries(extraFiles)]) {
+    const path = join(dir, name);
+    if (content instanceof Map) await writeSafetensors(path, content, { format: 'pt', model: manifest.id });
+    else await writeFile(path, JSON.stringify(content));
+    files[name] = await sha256File(path);
   }
   const full: ModelManifest = { format: MODEL_FORMAT, ...manifest, files };
   await writeFile(join(dir, 'manifest.json'), `${JSON.stringify(full, null, 2)}\n`);

@@ -45,10 +45,12 @@ describe('engine (tiny pixel-space DiT)', () => {
 
   it('rejects an unknown class, bad steps, bad n and an unknown policy clearly', async () => {
     await expect(engine.generate({ classLabel: 10 })).rejects.toThrow(/unknown class 10: tiny-dit has classes 0..9/);
-    await expect(engine.generate({ steps: 0 })).rejects.toThrow(/steps must be/);
-    await expect(engine.generate({ n: 9 })).rejects.toThrow(/n must be/);
-    await expect(engine.generate({ cache: 'warp:9' })).rejects.toThrow(/unknown cache policy "warp"/);
-    await expect(engine.generate({ sampler: 'euler' })).rejects.toThrow(/Unknown sampler "euler"/);
+    await expect(engine.generate({ classLabel: 0, steps: 0 })).rejects.toThrow(/steps must be/);
+    await expect(engine.generate({ classLabel: 0, n: 9 })).rejects.toThrow(/n must be/);
+    await expect(engine.generate({ classLabel: 0, cache: 'warp:9' })).rejects.toThrow(/unknown cache policy "warp"/);
+    await expect(engine.generate({ classLabel: 0, sampler: 'euler' })).rejects.toThrow(/Unknown sampler "euler"/);
+    await expect(engine.generate({})).rejects.toThrow(/needs a class label 0..9/);
+    await expect(engine.generate({ prompt: 'a seven' })).rejects.toThrow(/class-conditional: give a class, not a prompt/);
   });
 
   it('rejects a router trained for another model or step count', async () => {
@@ -60,9 +62,9 @@ describe('engine (tiny pixel-space DiT)', () => {
     await writeFile(join(dir, 'other.json'), JSON.stringify(router('f'.repeat(64), 6)));
     await writeFile(join(dir, 'steps.json'), JSON.stringify(router(engine.pkg.sha256, 4)));
     await writeFile(join(dir, 'ok.json'), JSON.stringify(router(engine.pkg.sha256, 6)));
-    await expect(engine.generate({ cache: `router:${join(dir, 'other.json')}` })).rejects.toThrow(/trained for model x/);
-    await expect(engine.generate({ cache: `router:${join(dir, 'steps.json')}` })).rejects.toThrow(/trained for 4 steps, the request has 6/);
-    const ok = await engine.generate({ cache: `router:${join(dir, 'ok.json')}` });
+    await expect(engine.generate({ classLabel: 0, cache: `router:${join(dir, 'other.json')}` })).rejects.toThrow(/trained for model x/);
+    await expect(engine.generate({ classLabel: 0, cache: `router:${join(dir, 'steps.json')}` })).rejects.toThrow(/trained for 4 steps, the request has 6/);
+    const ok = await engine.generate({ classLabel: 0, cache: `router:${join(dir, 'ok.json')}` });
     expect(ok.report.cur).toBe(0); // sigmoid(0) = 0.5 > 0.1: everything computes
   });
 });

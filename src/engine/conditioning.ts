@@ -1,0 +1,122 @@
+import { buildT5Encoder, t5ConfigFromHf, type T5Config } from '../models/t5.js';
+import { TextTokenizer } from '../models/tokenizer.js';
+import type { Weights } from '../models/weights.js';
+import { GraphBuilder } from '../onnx/builder.js';
+import { Session, type SessionConfig } from '../onnx/session.js';
+import { tensor, type HostTensor } from '../tensor/tensor.js';
+import { HarmonicaError } from '../util/errors.js';
+
+/** Longest prompt accepted before tokenizing (tokens past the encoder's length are cut and reported). */
+export const MAX_PROMPT_CHARS = 2000;
+
+export interface ConditionRequest {
+  classLabel?: number;
+  prompt?: string;
+  negativePrompt?: string;
+  n: number;
+}
+
+export interface Conditions {
+  feeds: Record<string, HostTensor>;
+  /** Facts for the report, e.g. prompt truncation. */
+  notes: Record<string, unknown>;
+}
+
+/**
+ * Turns a request's condition into the model's extra inputs for `rows` rows: the first n
+ * conditional, the rest (classifier-free guidance) unconditional.
+ */
+export interface Conditioning {
+  validate(req: ConditionRequest): void;
+  build(req: ConditionRequest, rows: number): Promise<Conditions>;
+}
+
+const bad = (msg: string) => new HarmonicaError('BAD_INPUT', msg);
+
+/** Class labels; the null class (index numClasses) is the unconditional row. */
+export class ClassConditioning implements Conditioning {
+  constructor(
+    readonly modelId: string,
+    readonly numClasses: number,
+  ) {}
+
+  validate(req: ConditionRequest): void {
+    if (req.prompt !== undefined) throw bad(`${this.modelId} is class-conditional: give a class, not a prompt`);
+    const c = req.classLabel;
+    if (c === undefined) throw bad(`${this.modelId} needs a class label 0..${this.numClasses - 1}`);
+    if (!Number.isInteger(c) || c < 0 || c >= this.numClasses) throw bad(`unknown class ${c}: ${this.modelId} has classes 0..${this.numClasses - 1}`);
+  }
+
+  async build(req: ConditionRequest, rows: number): Promise<Conditions> {
+    const labels = Array.from({ length: rows }, (_, i) => (i < req.n ? req.classLabel! : this.numClasses));
+    return { feeds: { y: tensor('int64', [rows], labels) }, notes: {} };
+  }
+}
+
+export interface TextEncoderFiles {
+  /** transformers config.json of the T5 encoder. */
+  config: unknown;
+  weights: Weights;
+  tokenizer: TextTokenizer;
+  maxLength: number;
+}
+
+/**
+ * Captions through the tokenizer and the T5 encoder; the unconditional rows encode the
+ * negative prompt (default empty), as the PixArt-alpha pipeline does.
+ */
+export class TextConditioning implements Conditioning {
+  private readonly config: T5Config;
+  private readonly sessions = new Map<number, Promise<Session>>();
+
+  constructor(
+    readonly modelId: string,
+    private readonly files: TextEncoderFiles,
+    private readonly session: SessionConfig,
+    /** Pixel size [H, W] for models with resolution micro-conditions; null otherwise. */
+    private readonly microConditions: [number, number] | null,
+  ) {
+    this.config = t5ConfigFromHf(files.config, files.maxLength);
+  }
+
+  validate(req: ConditionRequest): void {
+    if (req.classLabel !== undefined) throw bad(`${this.modelId} is text-conditional: give a prompt, not a class`);
+    if (typeof req.prompt !== 'string') throw bad(`${this.modelId} needs a prompt`);
+    for (const text of [req.prompt, req.negativePrompt ?? '']) {
+      if (text.length > MAX_PROMPT_CHARS) throw new HarmonicaError('PROMPT_TOO_LONG', `prompt of ${text.length} characters is over the limit of ${MAX_PROMPT_CHARS}`);
+    }
+  }
+
+  private encoder(rows: number): Promise<Session> {
+    let s = this.sessions.get(rows);
+    if (!s) {
+      const b = new GraphBuilder('t5_encoder');
+      const L = this.files.maxLength;
+      const ids = b.input('input_ids', 'int64', [rows, L]);
+      const mask = b.input('attention_mask', 'int64', [rows, L]);
+      b.output(buildT5Encoder(b, this.files.weights, this.config, ids, mask), 'hidden');
+      this.sessions.set(rows, (s = Session.create(b.graph, this.session)));
+    }
+    return s;
+  }
+
+  async build(req: ConditionRequest, rows: number): Promise<Conditions> {
+    const L = this.files.maxLength;
+    const positive = this.files.tokenizer.encode(req.prompt!, L);
+    const negative = this.files.tokenizer.encode(req.negativePrompt ?? '', L);
+    const rowsEncoded = Array.from({ length: rows }, (_, i) => (i < req.n ? positive : negative));
+    const ids = tensor('int64', [rows, L], rowsEncoded.flatMap((e) => e.ids));
+    const mask = tensor('int64', [rows, L], rowsEncoded.flatMap((e) => e.mask));
+    const { hidden } = await (await this.encoder(rows)).run({ input_ids: ids, attention_mask: mask });
+    const feeds: Record<string, HostTensor> = {
+      encoder_hidden_states: hidden!,
+      encoder_attention_mask: tensor('float32', [rows, L], rowsEncoded.flatMap((e) => e.mask)),
+    };
+    if (this.microConditions) {
+      const [h, w] = this.microConditions;
+      feeds.resolution = tensor('float32', [rows, 2], Array.from({ length: rows }, () => [h, w]).flat());
+      feeds.aspect_ratio = tensor('float32', [rows, 1], new Array<number>(rows).fill(h / w));
+    }
+    return { feeds, notes: { promptTokens: positive.length, promptTruncated: positive.truncated } };
+  }
+}
