@@ -9,6 +9,8 @@ import { int, printReport } from './report.js';
 interface GenerateOptions {
   model: string;
   class?: number;
+  prompt?: string;
+  negative?: string;
   steps?: number;
   sampler?: string;
   cfg?: number;
@@ -35,6 +37,8 @@ export function registerGenerate(program: Command): void {
     .description('generate images with a model package and a cache policy')
     .requiredOption('--model <package>', 'bundled model name or package directory')
     .option('--class <n>', 'class label (class-conditional models)', int)
+    .option('--prompt <text>', 'caption (text-conditional models)')
+    .option('--negative <text>', 'negative prompt for the guidance rows (text models)')
     .option('--steps <n>', 'denoising steps (default: the model\'s)', int)
     .option('--sampler <name>', 'ddim | dpmpp (default: the model\'s)')
     .option('--cfg <scale>', 'classifier-free guidance scale (1 = off)', Number)
@@ -47,7 +51,7 @@ export function registerGenerate(program: Command): void {
     .option('--json', 'print the report as one JSON object')
     .action(async (o: GenerateOptions) => {
       const engine = await Engine.open(o.model, { threads: o.threads, device: o.device });
-      const req = engine.resolve({ classLabel: o.class, steps: o.steps, sampler: o.sampler, cfg: o.cfg, cache: o.cache, seed: o.seed, n: o.n });
+      const req = engine.resolve({ classLabel: o.class, prompt: o.prompt, negativePrompt: o.negative, steps: o.steps, sampler: o.sampler, cfg: o.cfg, cache: o.cache, seed: o.seed, n: o.n });
       const progress = new Progress(`generate ${engine.id}`, req.steps, 'steps');
       const { images, report } = await engine.generate(req, { onStep: (e) => progress.tick(1, { ms: e.ms, reused: e.reused }) });
       const t0 = performance.now();

@@ -2,6 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { initT5Weights } from '../../src/models/t5-init.js';
 import { buildT5Encoder, relativePositionBucket, relativePositionBuckets, t5ConfigFromHf, type T5Config } from '../../src/models/t5.js';
 import { Weights } from '../../src/models/weights.js';
 import { GraphBuilder } from '../../src/onnx/builder.js';
@@ -25,37 +26,6 @@ const TINY: T5Config = {
 
 /** T5 v1.0 style: ReLU feed-forward, and heads * dKv (32) wider than dModel (16). */
 const TINY_RELU: T5Config = { ...TINY, dKv: 8, feedForwardProj: 'relu' };
-
-/** A random checkpoint in exactly the transformers T5EncoderModel key layout ([out, in] linears). */
-function tinyCheckpoint(cfg: T5Config, seed: number): Map<string, HostTensor> {
-  const rng = new Rng(seed);
-  const t = new Map<string, HostTensor>();
-  const put = (name: string, shape: number[], std: number, mean = 0) => {
-    const x = tensor('float32', shape);
-    rng.fillNormal(x.data as Float32Array, mean, std);
-    t.set(name, x);
-  };
-  const inner = cfg.numHeads * cfg.dKv;
-  put('shared.weight', [cfg.vocabSize, cfg.dModel], 1);
-  put('encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight', [cfg.relativeAttentionNumBuckets, cfg.numHeads], 1);
-  for (let i = 0; i < cfg.numLayers; i++) {
-    const p = `encoder.block.${i}.layer`;
-    for (const m of ['q', 'k', 'v']) put(`${p}.0.SelfAttention.${m}.weight`, [inner, cfg.dModel], 1 / Math.sqrt(cfg.dModel));
-    put(`${p}.0.SelfAttention.o.weight`, [cfg.dModel, inner], 1 / Math.sqrt(inner));
-    put(`${p}.0.layer_norm.weight`, [cfg.dModel], 0.1, 1);
-    const ff = `${p}.1.DenseReluDense`;
-    if (cfg.feedForwardProj === 'gated-gelu') {
-      put(`${ff}.wi_0.weight`, [cfg.dFf, cfg.dModel], 1 / Math.sqrt(cfg.dModel));
-      put(`${ff}.wi_1.weight`, [cfg.dFf, cfg.dModel], 1 / Math.sqrt(cfg.dModel));
-    } else {
-      put(`${ff}.wi.weight`, [cfg.dFf, cfg.dModel], 1 / Math.sqrt(cfg.dModel));
-    }
-    put(`${ff}.wo.weight`, [cfg.dModel, cfg.dFf], 1 / Math.sqrt(cfg.dFf));
-    put(`${p}.1.layer_norm.weight`, [cfg.dModel], 0.1, 1);
-  }
-  put('encoder.final_layer_norm.weight', [cfg.dModel], 0.1, 1);
-  return t;
-}
 
 // ---- float64 reference: transformers' T5EncoderModel.forward in naive loops ------------------
 
@@ -222,7 +192,7 @@ describe('T5 config', () => {
 
 describe('T5 encoder graph', () => {
   it('matches the float64 reference (T5 v1.1 gated-gelu), padding included', async () => {
-    const ckpt = tinyCheckpoint(TINY, 1);
+    const ckpt = initT5Weights(TINY, 1);
     const weights = await saveAndLoad(ckpt);
     const got = await runGraph(weights, TINY, IDS, MASK);
     expect(maxAbsDiff(got, reference(ckpt, TINY, IDS, MASK))).toBeLessThan(1e-4);
@@ -230,13 +200,13 @@ describe('T5 encoder graph', () => {
   });
 
   it('matches the float64 reference (relu, heads * dKv != dModel)', async () => {
-    const ckpt = tinyCheckpoint(TINY_RELU, 2);
+    const ckpt = initT5Weights(TINY_RELU, 2);
     const got = await runGraph(new Weights(ckpt), TINY_RELU, IDS, MASK);
     expect(maxAbsDiff(got, reference(ckpt, TINY_RELU, IDS, MASK))).toBeLessThan(1e-4);
   });
 
   it('ignores padded keys: real positions do not depend on pad ids, but do depend on the mask', async () => {
-    const ckpt = tinyCheckpoint(TINY, 3);
+    const ckpt = initT5Weights(TINY, 3);
     const weights = new Weights(ckpt);
     const real = (out: Float32Array) => Array.from(out.subarray(TINY.dModel * 8, TINY.dModel * (8 + 5)));
     const base = await runGraph(weights, TINY, IDS, MASK);
@@ -248,7 +218,7 @@ describe('T5 encoder graph', () => {
   });
 
   it('accepts a float mask and the encoder.embed_tokens.weight name', async () => {
-    const ckpt = tinyCheckpoint(TINY, 4);
+    const ckpt = initT5Weights(TINY, 4);
     ckpt.set('encoder.embed_tokens.weight', ckpt.get('shared.weight')!);
     ckpt.delete('shared.weight');
     const b = new GraphBuilder('t5');
@@ -267,23 +237,23 @@ describe('T5 encoder graph', () => {
       const b = new GraphBuilder('t5');
       buildT5Encoder(b, new Weights(ckpt, 'tiny.safetensors'), TINY, b.input('ids', 'int64', [1, 8]), b.input('mask', 'int64', [1, 8]));
     };
-    const missing = tinyCheckpoint(TINY, 5);
+    const missing = initT5Weights(TINY, 5);
     missing.delete('encoder.block.1.layer.0.SelfAttention.k.weight');
     expect(() => build(missing)).toThrow(expect.objectContaining({
       code: 'MISSING_WEIGHT', message: 'tiny.safetensors: missing weight "encoder.block.1.layer.0.SelfAttention.k.weight"',
     }));
 
-    const noEmbedding = tinyCheckpoint(TINY, 5);
+    const noEmbedding = initT5Weights(TINY, 5);
     noEmbedding.delete('shared.weight');
     expect(() => build(noEmbedding)).toThrow(expect.objectContaining({ code: 'MISSING_WEIGHT', message: expect.stringMatching(/shared\.weight.*embed_tokens/) }));
 
-    const wrong = tinyCheckpoint(TINY, 5);
+    const wrong = initT5Weights(TINY, 5);
     wrong.set('encoder.block.1.layer.1.DenseReluDense.wo.weight', tensor('float32', [TINY.dFf, TINY.dModel]));
     expect(() => build(wrong)).toThrow(expect.objectContaining({
       code: 'WEIGHT_SHAPE', message: 'tiny.safetensors: weight "encoder.block.1.layer.1.DenseReluDense.wo.weight" has shape [32,16], expected [16,32]',
     }));
 
-    const wrongBias = tinyCheckpoint(TINY, 5);
+    const wrongBias = initT5Weights(TINY, 5);
     wrongBias.set('encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight', tensor('float32', [32, TINY.numHeads]));
     expect(() => build(wrongBias)).toThrow(/relative_attention_bias\.weight" has shape \[32,4\], expected \[8,4\]/);
   });
