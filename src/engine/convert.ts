@@ -3,7 +3,10 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isOriginalDitLayout } from '../models/checkpoints/dit.js';
 import { validateDitConfig, type DitConfig } from '../models/dit.js';
+import { pixartConfigFromDiffusers } from '../models/pixart.js';
+import { t5ConfigFromHf } from '../models/t5.js';
 import { vaeConfigFromDiffusers } from '../models/vae.js';
+import type { HostTensor } from '../tensor/tensor.js';
 import { readSafetensors } from '../tensor/safetensors.js';
 import { HarmonicaError } from '../util/errors.js';
 import { writeModelPackage, type ModelPackage } from './package.js';
@@ -20,9 +23,11 @@ export const DIT_PRESETS: Record<string, Pick<DitConfig, 'depth' | 'hidden' | 'h
 /** Original DiT numerics by default (the weights were trained with them); see DitConfig. */
 const ORIGINAL_NUMERICS = { freqShift: 0, mlpNormEps: 1e-6 } as const;
 const DIT_DEFAULTS = { sampler: 'ddim', steps: 20, cfg: 1.5 };
+/** PixArt-alpha's pipeline defaults: DPM-Solver 20 steps, guidance 4.5. */
+const PIXART_DEFAULTS = { sampler: 'dpmpp', steps: 20, cfg: 4.5 };
 
 export interface ConvertOptions {
-  /** A diffusers folder (model_index.json with transformer/ and vae/) or an original DiT .safetensors file. */
+  /** A diffusers folder (transformer/, vae/, for PixArt text_encoder/ and tokenizer/) or an original DiT .safetensors file. */
   from: string;
   out: string;
   id: string;
@@ -59,9 +64,20 @@ async function readJson(path: string): Promise<Record<string, unknown>> {
   }
 }
 
-function findWeights(dir: string): string {
-  for (const name of ['diffusion_pytorch_model.safetensors', 'model.safetensors']) if (existsSync(join(dir, name))) return join(dir, name);
-  throw new HarmonicaError('BAD_CONFIG', `${dir}: no diffusion_pytorch_model.safetensors (sharded and .bin checkpoints are not supported; save as one safetensors file)`);
+/** The weights of a diffusers/transformers component folder: one safetensors file or shards with an index. */
+async function readComponent(dir: string): Promise<Map<string, HostTensor>> {
+  for (const base of ['diffusion_pytorch_model', 'model']) {
+    if (existsSync(join(dir, `${base}.safetensors`))) return readSafetensors(join(dir, `${base}.safetensors`));
+    const index = join(dir, `${base}.safetensors.index.json`);
+    if (existsSync(index)) {
+      const map = (await readJson(index)).weight_map as Record<string, string> | undefined;
+      if (!map) throw new HarmonicaError('BAD_CONFIG', `${index}: no weight_map`);
+      const merged = new Map<string, HostTensor>();
+      for (const shard of new Set(Object.values(map))) for (const [k, v] of await readSafetensors(join(dir, shard))) merged.set(k, v);
+      return merged;
+    }
+  }
+  throw new HarmonicaError('BAD_CONFIG', `${dir}: no safetensors weights (.bin checkpoints are not supported: save them as safetensors)`);
 }
 
 /** Writes a model package from a diffusers folder or an original DiT checkpoint. */
@@ -71,18 +87,35 @@ export async function convertCheckpoint(o: ConvertOptions): Promise<ModelPackage
     const transformerDir = existsSync(join(o.from, 'transformer')) ? join(o.from, 'transformer') : o.from;
     const config = await readJson(join(transformerDir, 'config.json'));
     const cls = String(config._class_name ?? '');
-    if (cls !== 'DiTTransformer2DModel' && !(cls === 'Transformer2DModel' && config.norm_type === 'ada_norm_zero')) {
-      throw new HarmonicaError('BAD_CONFIG', `${transformerDir}/config.json: unsupported model class "${cls}" (supported: DiTTransformer2DModel)`);
-    }
-    const dit = ditConfigFromDiffusers(config, !!o.diffusersNumerics);
     const vaeDir = join(o.from, 'vae');
     const vae = existsSync(join(vaeDir, 'config.json')) ? await readJson(join(vaeDir, 'config.json')) : undefined;
     if (vae) vaeConfigFromDiffusers(vae);
+    const extra: Record<string, Map<string, HostTensor> | object> = vae ? { 'vae.safetensors': await readComponent(vaeDir) } : {};
+    const common = { id: o.id, layout: 'diffusers' as const, ...(vae ? { vae: { config: vae, weights: 'vae.safetensors' } } : {}) };
+    if (cls === 'PixArtTransformer2DModel') {
+      const pixart = pixartConfigFromDiffusers(config);
+      const tokenizerPath = join(o.from, 'tokenizer', 'tokenizer.json');
+      if (!existsSync(tokenizerPath)) {
+        throw new HarmonicaError('BAD_CONFIG', `${tokenizerPath} is missing: save the tokenizer in the fast format first (transformers: T5TokenizerFast.from_pretrained(dir).save_pretrained(dir))`);
+      }
+      const textConfig = await readJson(join(o.from, 'text_encoder', 'config.json'));
+      t5ConfigFromHf(textConfig, pixart.maxTokens);
+      extra['text_encoder.safetensors'] = await readComponent(join(o.from, 'text_encoder'));
+      extra['tokenizer.json'] = await readJson(tokenizerPath);
+      return writeModelPackage(o.out, {
+        ...common, family: 'pixart', config: { ...pixart }, defaults: PIXART_DEFAULTS,
+        textEncoder: { config: textConfig, weights: 'text_encoder.safetensors', tokenizer: 'tokenizer.json', maxLength: pixart.maxTokens },
+        provenance: { convertedFrom: o.from, format: 'diffusers' },
+      }, await readComponent(transformerDir), extra);
+    }
+    if (cls !== 'DiTTransformer2DModel' && !(cls === 'Transformer2DModel' && config.norm_type === 'ada_norm_zero')) {
+      throw new HarmonicaError('BAD_CONFIG', `${transformerDir}/config.json: unsupported model class "${cls}" (supported: DiTTransformer2DModel, PixArtTransformer2DModel)`);
+    }
+    const dit = ditConfigFromDiffusers(config, !!o.diffusersNumerics);
     return writeModelPackage(o.out, {
-      id: o.id, family: 'dit', layout: 'diffusers', config: { ...dit }, defaults: DIT_DEFAULTS,
-      ...(vae ? { vae: { config: vae, weights: 'vae.safetensors' } } : {}),
+      ...common, family: 'dit', config: { ...dit }, defaults: DIT_DEFAULTS,
       provenance: { convertedFrom: o.from, format: 'diffusers', diffusersNumerics: !!o.diffusersNumerics },
-    }, await readSafetensors(findWeights(transformerDir)), vae ? { 'vae.safetensors': await readSafetensors(findWeights(vaeDir)) } : {});
+    }, await readComponent(transformerDir), extra);
   }
   const preset = o.config ?? (o.preset ? DIT_PRESETS[o.preset] : undefined);
   if (!preset) throw new HarmonicaError('BAD_CONFIG', `an original DiT checkpoint needs --preset (one of ${Object.keys(DIT_PRESETS).join(', ')}) or --config`);
