@@ -29,7 +29,7 @@ export function registerBench(program: Command): void {
     .action(async (o: { runs: number; steps: number; json?: boolean }) => {
       const result = await benchRuntime({ runs: o.runs, steps: o.steps });
       if (o.json) return printReport({ ...result }, true);
-      printReport({ model: result.model, batch: result.batch, steps: result.steps, executorOverhead: result.executorOverhead }, false);
+      printReport({ model: result.model, batch: result.batch, steps: result.steps, plainStepMs: result.plainStepMs, executorOverhead: result.executorOverhead }, false);
       console.table(result.rows);
     });
 }
