@@ -5,6 +5,7 @@ import { registerBench } from './bench.js';
 import { registerConvert } from './convert.js';
 import { registerForward } from './forward.js';
 import { registerGenerate } from './generate.js';
+import { registerTrain } from './train.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -16,6 +17,7 @@ registerGenerate(program);
 registerForward(program);
 registerConvert(program);
 registerBench(program);
+registerTrain(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const code = err instanceof HarmonicaError ? ` [${err.code}]` : '';

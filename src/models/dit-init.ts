@@ -6,9 +6,11 @@ import { TIMESTEP_FEATURES } from './embeddings.js';
 /**
  * Random DiT weights in the diffusers layout (one embedder shared by reference across
  * blocks, as converted original checkpoints are): for benchmarks and training from scratch.
- * Linear weights ~ N(0, std^2) with std = 1/sqrt(fan_in) * `scale`; biases zero.
+ * Linear weights ~ N(0, std^2) with std = 1/sqrt(fan_in) * `scale`; biases zero. With
+ * `adaLNZero` the modulation and output layers start at zero, as DiT trains them (every
+ * block starts as the identity).
  */
-export function initDitWeights(cfg: DitConfig, seed: number, scale = 1): Map<string, HostTensor> {
+export function initDitWeights(cfg: DitConfig, seed: number, scale = 1, adaLNZero = false): Map<string, HostTensor> {
   const rng = new Rng(seed);
   const d = cfg.hidden;
   const p = cfg.patchSize;
@@ -42,5 +44,9 @@ export function initDitWeights(cfg: DitConfig, seed: number, scale = 1): Map<str
   }
   linear('proj_out_1', d, 2 * d);
   linear('proj_out_2', d, p * p * out);
+  if (adaLNZero) {
+    for (const [name, t] of w) if (/norm1\.linear|proj_out_/.test(name)) (t.data as Float32Array).fill(0);
+    (table.data as Float32Array).forEach((_, i, a) => (a[i] = a[i]! * 0.02));
+  }
   return w;
 }

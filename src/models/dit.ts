@@ -143,7 +143,10 @@ export function buildDit(b: GraphBuilder, w: Weights, cfg: DitConfig, io: DitInp
   // The stride-p patch convolution as one MatMul over patchified tokens.
   const patchWeight = w.get('pos_embed.proj.weight', [d, cfg.inChannels, p, p]);
   const patch: LinearParams = {
-    weight: b.param('pos_embed.proj.weight', transpose2d({ ...patchWeight, shape: [d, cfg.inChannels * p * p] })),
+    weight: b.param('pos_embed.proj.weight', transpose2d({ ...patchWeight, shape: [d, cfg.inChannels * p * p] }), {
+      from: patchWeight,
+      toCheckpoint: (t) => ({ ...transpose2d(t), shape: patchWeight.shape }),
+    }),
     bias: b.param('pos_embed.proj.bias', w.get('pos_embed.proj.bias', [d])),
   };
   let h = b.scope('patch_embed', () =>

@@ -63,7 +63,8 @@ export function transpose2d(t: HostTensor): HostTensor {
  * param [in, out] named after the checkpoint key.
  */
 export function loadLinear(b: GraphBuilder, w: Weights, prefix: string, inFeatures: number, outFeatures: number, bias = true): LinearParams {
-  const weight = b.param(`${prefix}.weight`, transpose2d(w.get(`${prefix}.weight`, [outFeatures, inFeatures])));
+  const stored = w.get(`${prefix}.weight`, [outFeatures, inFeatures]);
+  const weight = b.param(`${prefix}.weight`, transpose2d(stored), { from: stored, toCheckpoint: transpose2d });
   const params: LinearParams = { weight };
   if (bias) params.bias = b.param(`${prefix}.bias`, w.get(`${prefix}.bias`, [outFeatures]));
   return params;

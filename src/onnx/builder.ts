@@ -1,6 +1,6 @@
 import { DTYPES, type DType } from '../tensor/dtype.js';
 import { sliceTensor, tensor, type HostTensor } from '../tensor/tensor.js';
-import { attr, Graph, Value, type Attr, type Node, type Shape } from './ir.js';
+import { attr, Graph, Value, type Attr, type Node, type ParamOrigin, type Shape } from './ir.js';
 import { broadcastShapes, normalizeAxes, normalizeAxis, reshapeTarget, sameShape, ShapeError } from './shapes.js';
 
 /** The cubic coefficient of GELU's tanh approximation (Hendrycks & Gimpel, 2016). */
@@ -75,11 +75,14 @@ export class GraphBuilder {
     return v;
   }
 
-  /** A model weight: an initializer or a graph input, as the builder's weight mode says. */
-  param(name: string, t: HostTensor): Value {
-    if (this.weights === 'initializers') return this.initializer(name, t);
-    const v = this.input(name, t.dtype, t.shape);
-    this.graph.paramValues.set(v, t);
+  /**
+   * A model weight: an initializer or a graph input, as the builder's weight mode says.
+   * `origin` (default: `t` itself, unchanged) lets trainers write the value back.
+   */
+  param(name: string, t: HostTensor, origin: ParamOrigin = { from: t, toCheckpoint: (x) => x }): Value {
+    const v = this.weights === 'initializers' ? this.initializer(name, t) : this.input(name, t.dtype, t.shape);
+    if (this.weights === 'inputs') this.graph.paramValues.set(v, t);
+    this.graph.paramOrigins.set(v, origin);
     return v;
   }
 

@@ -4,6 +4,12 @@ import type { HostTensor } from '../tensor/tensor.js';
 /** Static shape; every dimension is known when the graph is built. */
 export type Shape = readonly number[];
 
+/** A weight's checkpoint tensor and the inverse of the layout change applied when loading it. */
+export interface ParamOrigin {
+  from: HostTensor;
+  toCheckpoint: (graphLayout: HostTensor) => HostTensor;
+}
+
 export type ValueKind = 'input' | 'initializer' | 'constant' | 'node';
 
 /**
@@ -64,6 +70,8 @@ export class Graph {
   readonly initializers = new Map<Value, HostTensor>();
   /** Values of weights that are graph inputs (weight mode 'inputs'), to feed at run time. */
   readonly paramValues = new Map<Value, HostTensor>();
+  /** Where each weight came from in its checkpoint, to write trained values back. */
+  readonly paramOrigins = new Map<Value, ParamOrigin>();
   readonly nodes: Node[] = [];
 
   constructor(public name: string) {}

@@ -1,0 +1,31 @@
+import type { Command } from 'commander';
+import { exportBaseModel, loadTrainConfig, trainBase } from '../train/base.js';
+import { int } from './report.js';
+
+export function registerTrain(program: Command): void {
+  const train = program.command('train').description('train models');
+  train
+    .command('base')
+    .description('train a base model from scratch (epsilon prediction, AdamW, EMA); checkpoints to --out and resumes with --resume')
+    .requiredOption('--config <file>', 'training config (configs/*.json)')
+    .requiredOption('--out <dir>', 'run directory (checkpoint.safetensors, log.jsonl)')
+    .option('--resume', 'continue from the run directory\'s checkpoint')
+    .option('--stop-after <steps>', 'stop at this step (the run can be resumed later)', int)
+    .option('--threads <n>', 'ORT intra-op threads', int)
+    .option('--export <dir>', 'when done, write the EMA weights as a model package here')
+    .action(async (o: { config: string; out: string; resume?: boolean; stopAfter?: number; threads?: number; export?: string }) => {
+      const cfg = await loadTrainConfig(o.config);
+      const state = await trainBase(cfg, o.out, { resume: o.resume, stopAfter: o.stopAfter, threads: o.threads });
+      if (o.export && state.step >= cfg.train.steps) await exportBaseModel(cfg, o.out, o.export);
+      process.stdout.write(`${JSON.stringify(state)}\n`);
+    });
+  train
+    .command('export')
+    .description('write a run\'s EMA weights as a model package')
+    .requiredOption('--config <file>', 'training config')
+    .requiredOption('--run <dir>', 'run directory')
+    .requiredOption('--to <dir>', 'package directory')
+    .action(async (o: { config: string; run: string; to: string }) => {
+      await exportBaseModel(await loadTrainConfig(o.config), o.run, o.to);
+    });
+}
