@@ -1,0 +1,40 @@
+import { describe, expect, it } from 'vitest';
+import { CAPTION_WORDS, captionFor, measureLayout, PLACES, randomCaptionedSample, renderDigit } from '../../src/data/captions.js';
+import { splitMnist } from '../../src/data/mnist.js';
+import { writeWordLevelTokenizer, TextTokenizer } from '../../src/models/tokenizer.js';
+import { Rng } from '../../src/tensor/rng.js';
+
+const { train } = splitMnist();
+
+describe('caption generator', () => {
+  it('says the digit, the size and the place, with synonyms, deterministically per seed', () => {
+    const rng = new Rng(1);
+    const captions = Array.from({ length: 200 }, () => captionFor({ label: 7, size: 'small', place: 0 }, rng));
+    expect(captions.every((c) => /(7|seven)/.test(c) && /(small|tiny|little)/.test(c) && /(top|upper) left/.test(c))).toBe(true);
+    expect(new Set(captions).size).toBeGreaterThan(6);
+    expect(captionFor({ label: 3, size: 'large', place: 4 }, new Rng(5))).toBe(captionFor({ label: 3, size: 'large', place: 4 }, new Rng(5)));
+  });
+
+  it('every caption word is in the vocabulary (no unknown tokens)', () => {
+    const tok = TextTokenizer.fromJSON(writeWordLevelTokenizer(CAPTION_WORDS));
+    const rng = new Rng(2);
+    for (let i = 0; i < 300; i++) {
+      const s = randomCaptionedSample(train, rng);
+      expect(tok.tokenIds(s.caption)).not.toContain(2); // [UNK]
+    }
+  });
+
+  it('renders the digit where the caption says, and measureLayout reads it back', () => {
+    const rng = new Rng(3);
+    let right = 0;
+    for (let i = 0; i < 300; i++) {
+      const s = randomCaptionedSample(train, rng);
+      const m = measureLayout(s.image);
+      if (m.size === s.size && m.place === s.place) right++;
+    }
+    expect(right / 300).toBeGreaterThan(0.97);
+    const img = renderDigit(train[0]!, 'small', PLACES.indexOf('bottom right'));
+    expect(measureLayout(img)).toMatchObject({ size: 'small', place: 8 });
+    expect(img[0]).toBe(-1);
+  });
+});
