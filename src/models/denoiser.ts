@@ -1,5 +1,6 @@
 import type { GraphBuilder } from '../onnx/builder.js';
 import type { Value } from '../onnx/ir.js';
+import type { DType } from '../tensor/dtype.js';
 import { HarmonicaError } from '../util/errors.js';
 import { buildDit, ditOtherMacs, ditOutChannels, ditSlots, validateDitConfig, type DitConfig } from './dit.js';
 import { buildPixArt, pixartOtherMacs, pixartSlots, validatePixArtConfig, type PixArtConfig, type PixArtInputs } from './pixart.js';
@@ -22,8 +23,24 @@ export interface Denoiser {
   latentShape: [number, number, number];
   /** Output channels (2x latent channels with learned sigma). */
   outChannels: number;
-  /** Declares the model's inputs on `b` for `batch` samples and builds the forward pass. */
-  build(b: GraphBuilder, weights: Weights, batch: number, hooks: SublayerHooks): { out: Value; inputs: Record<string, Value> };
+  /**
+   * Declares the model's inputs on `b` for `batch` samples and builds the forward pass.
+   * Inputs named in `provided` are taken from there instead (e.g. caption embeddings computed
+   * in the same graph by a text encoder being trained jointly).
+   */
+  build(b: GraphBuilder, weights: Weights, batch: number, hooks: SublayerHooks, provided?: Record<string, Value>): { out: Value; inputs: Record<string, Value> };
+}
+
+/** A graph input, unless the caller already has the value. */
+function inputOrProvided(b: GraphBuilder, provided: Record<string, Value> | undefined) {
+  return (name: string, dtype: DType, shape: number[]): Value => {
+    const v = provided?.[name];
+    if (!v) return b.input(name, dtype, shape);
+    if (v.dtype !== dtype || v.shape.length !== shape.length || v.shape.some((d, i) => d !== shape[i])) {
+      throw new HarmonicaError('BAD_INPUT', `provided ${name} is ${v.dtype}[${v.shape}], the model needs ${dtype}[${shape}]`);
+    }
+    return v;
+  };
 }
 
 export function ditDenoiser(config: DitConfig): Denoiser {
@@ -35,11 +52,12 @@ export function ditDenoiser(config: DitConfig): Denoiser {
     otherMacs: ditOtherMacs(cfg),
     latentShape: [cfg.inChannels, cfg.inputSize, cfg.inputSize],
     outChannels: ditOutChannels(cfg),
-    build(b, weights, batch, hooks) {
+    build(b, weights, batch, hooks, provided) {
+      const input = inputOrProvided(b, provided);
       const inputs = {
-        x: b.input('x', 'float32', [batch, cfg.inChannels, cfg.inputSize, cfg.inputSize]),
-        t: b.input('t', 'float32', [batch]),
-        y: b.input('y', 'int64', [batch]),
+        x: input('x', 'float32', [batch, cfg.inChannels, cfg.inputSize, cfg.inputSize]),
+        t: input('t', 'float32', [batch]),
+        y: input('y', 'int64', [batch]),
       };
       return { out: buildDit(b, weights, cfg, inputs, hooks), inputs };
     },
@@ -59,17 +77,18 @@ export function pixartDenoiser(config: PixArtConfig): Denoiser {
     otherMacs: pixartOtherMacs(cfg),
     latentShape: [cfg.inChannels, cfg.sampleSize, cfg.sampleSize],
     outChannels: cfg.outChannels,
-    build(b, weights, batch, hooks) {
+    build(b, weights, batch, hooks, provided) {
+      const input = inputOrProvided(b, provided);
       const io: PixArtInputs = {
-        x: b.input('x', 'float32', [batch, cfg.inChannels, cfg.sampleSize, cfg.sampleSize]),
-        t: b.input('t', 'float32', [batch]),
-        encoderHiddenStates: b.input('encoder_hidden_states', 'float32', [batch, cfg.maxTokens, cfg.captionChannels]),
-        encoderAttentionMask: b.input('encoder_attention_mask', 'float32', [batch, cfg.maxTokens]),
+        x: input('x', 'float32', [batch, cfg.inChannels, cfg.sampleSize, cfg.sampleSize]),
+        t: input('t', 'float32', [batch]),
+        encoderHiddenStates: input('encoder_hidden_states', 'float32', [batch, cfg.maxTokens, cfg.captionChannels]),
+        encoderAttentionMask: input('encoder_attention_mask', 'float32', [batch, cfg.maxTokens]),
       };
       const inputs: Record<string, Value> = { x: io.x, t: io.t, encoder_hidden_states: io.encoderHiddenStates, encoder_attention_mask: io.encoderAttentionMask };
       if (cfg.useAdditionalConditions) {
-        inputs.resolution = io.resolution = b.input('resolution', 'float32', [batch, 2]);
-        inputs.aspect_ratio = io.aspectRatio = b.input('aspect_ratio', 'float32', [batch, 1]);
+        inputs.resolution = io.resolution = input('resolution', 'float32', [batch, 2]);
+        inputs.aspect_ratio = io.aspectRatio = input('aspect_ratio', 'float32', [batch, 1]);
       }
       return { out: buildPixArt(b, weights, cfg, io, hooks), inputs };
     },

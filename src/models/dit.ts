@@ -4,7 +4,7 @@ import { HarmonicaError } from '../util/errors.js';
 import { patchify, sincos2d, TIMESTEP_FEATURES, timestepFeatures, unpatchify } from './embeddings.js';
 import { ADALN_NORM_EPS, attention, linear, mlp, modulate, type AttentionParams, type LinearParams, type MlpParams } from './layers.js';
 import { macs, type SlotInfo, type SublayerHooks } from './sublayer.js';
-import { loadLinear, transpose2d, type Weights } from './weights.js';
+import { loadLinear, loadPatchEmbedding, type Weights } from './weights.js';
 
 /**
  * DiT (Peebles & Xie, 2023): class-conditional adaLN-Zero transformer over image patches.
@@ -140,15 +140,7 @@ export function buildDit(b: GraphBuilder, w: Weights, cfg: DitConfig, io: DitInp
 
   const embedderCache = new Map<unknown, BlockParams['embedder']>();
   const blocks = Array.from({ length: cfg.depth }, (_, i) => b.scope(`blocks.${i}`, () => loadBlock(b, w, cfg, i, embedderCache)));
-  // The stride-p patch convolution as one MatMul over patchified tokens.
-  const patchWeight = w.get('pos_embed.proj.weight', [d, cfg.inChannels, p, p]);
-  const patch: LinearParams = {
-    weight: b.param('pos_embed.proj.weight', transpose2d({ ...patchWeight, shape: [d, cfg.inChannels * p * p] }), {
-      from: patchWeight,
-      toCheckpoint: (t) => ({ ...transpose2d(t), shape: patchWeight.shape }),
-    }),
-    bias: b.param('pos_embed.proj.bias', w.get('pos_embed.proj.bias', [d])),
-  };
+  const patch = loadPatchEmbedding(b, w, 'pos_embed.proj', cfg.inChannels, p, d);
   let h = b.scope('patch_embed', () =>
     b.add(linear(b, patchify(b, x, p), patch), b.constant(sincos2d(d, grid, grid), 'pos_embed')));
 

@@ -4,7 +4,7 @@ import { HarmonicaError } from '../util/errors.js';
 import { patchify, sincos2d, TIMESTEP_FEATURES, timestepFeatures, unpatchify } from './embeddings.js';
 import { attention, linear, mlp, modulate, type AttentionParams, type LinearParams, type MlpParams } from './layers.js';
 import { macs, type SlotInfo, type SublayerHooks } from './sublayer.js';
-import { loadLinear, loadParam, transpose2d, type Weights } from './weights.js';
+import { loadLinear, loadParam, loadPatchEmbedding, type Weights } from './weights.js';
 
 /**
  * PixArt-alpha (Chen et al., 2023): a DiT conditioned on T5 text through cross-attention,
@@ -165,13 +165,8 @@ function loadPixArt(b: GraphBuilder, w: Weights, cfg: PixArtConfig): PixArtParam
     ({ fc1: lin(`${prefix}.linear_1`, TIMESTEP_FEATURES, width), fc2: lin(`${prefix}.linear_2`, width, width) });
   const attn = (prefix: string): AttentionParams =>
     ({ q: lin(`${prefix}.to_q`, d, d), k: lin(`${prefix}.to_k`, d, d), v: lin(`${prefix}.to_v`, d, d), out: lin(`${prefix}.to_out.0`, d, d) });
-  // The stride-p patch convolution as one MatMul over patchified tokens.
-  const patchWeight = w.get('pos_embed.proj.weight', [d, cfg.inChannels, p, p]);
   return {
-    patch: {
-      weight: b.param('pos_embed.proj.weight', transpose2d({ ...patchWeight, shape: [d, cfg.inChannels * p * p] })),
-      bias: loadParam(b, w, 'pos_embed.proj.bias', [d]),
-    },
+    patch: loadPatchEmbedding(b, w, 'pos_embed.proj', cfg.inChannels, p, d),
     timestep: embedder('adaln_single.emb.timestep_embedder', d),
     resolution: cfg.useAdditionalConditions ? embedder('adaln_single.emb.resolution_embedder', d / 3) : null,
     aspectRatio: cfg.useAdditionalConditions ? embedder('adaln_single.emb.aspect_ratio_embedder', d / 3) : null,

@@ -74,3 +74,16 @@ export function loadLinear(b: GraphBuilder, w: Weights, prefix: string, inFeatur
 export function loadParam(b: GraphBuilder, w: Weights, name: string, shape: readonly number[]): Value {
   return b.param(name, w.get(name, shape));
 }
+
+/**
+ * A stride-k patch convolution `${prefix}.weight` [out, in, k, k] (+ bias) as the linear map
+ * [in*k*k, out] over patchified tokens (see patchify in embeddings.ts).
+ */
+export function loadPatchEmbedding(b: GraphBuilder, w: Weights, prefix: string, inChannels: number, patch: number, outChannels: number): LinearParams {
+  const stored = w.get(`${prefix}.weight`, [outChannels, inChannels, patch, patch]);
+  const flat = transpose2d({ ...stored, shape: [outChannels, inChannels * patch * patch] });
+  return {
+    weight: b.param(`${prefix}.weight`, flat, { from: stored, toCheckpoint: (t) => ({ ...transpose2d(t), shape: stored.shape }) }),
+    bias: b.param(`${prefix}.bias`, w.get(`${prefix}.bias`, [outChannels])),
+  };
+}

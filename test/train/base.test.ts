@@ -3,7 +3,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Engine } from '../../src/engine/engine.js';
-import { buildTrainingStep, exportBaseModel, noisedBatch, trainBase, type BaseTrainConfig } from '../../src/train/base.js';
+import { buildTrainingStep, exportBaseModel, trainBase, trainingBatch, type BaseTrainConfig } from '../../src/train/base.js';
+import { createTask, type TrainTask } from '../../src/train/tasks.js';
+import { plainHooks } from '../../src/models/sublayer.js';
 import { createDenoiser } from '../../src/models/denoiser.js';
 import { Weights } from '../../src/models/weights.js';
 import { initDitWeights } from '../../src/models/dit-init.js';
@@ -55,9 +57,11 @@ describe('base-model trainer', () => {
 
     // The package holds exactly the EMA weights (up to fp16): same loss on a fixed batch.
     const model = createDenoiser('dit', cfg.model);
-    const batch = noisedBatch(splitMnist().train, 4, new Rng(9), 10, 0, alphasCumprod(linearBetas()));
+    const task = createTask(cfg, cfg.train.seed);
+    const batch = trainingBatch(task, splitMnist().train, 4, new Rng(9), 0, alphasCumprod(linearBetas()));
     const lossWith = async (weights: Weights, value: (name: string, t: HostTensor) => HostTensor) => {
-      const { graph, params } = buildTrainingStep(model, weights, 4);
+      const withWeights: TrainTask = { ...task, build: (b, n) => model.build(b, weights, n, plainHooks(b)).out };
+      const { graph, params } = buildTrainingStep(withWeights, 4);
       const feeds: Record<string, HostTensor> = { ...batch };
       for (const [v, t] of params) feeds[v.name] = value(v.name, t);
       const session = await Session.create(graph.graph, { threads: 1 });
@@ -67,5 +71,24 @@ describe('base-model trainer', () => {
     const a = await lossWith(new Weights(await readSafetensors(join(pkgDir, 'weights.safetensors'))), (_n, t) => t);
     const b = await lossWith(new Weights(initDitWeights(cfg.model, cfg.train.seed, 1, true)), (n, t) => tensor('float32', t.shape, checkpoint.get(`ema/${n}`)!.data as Float32Array));
     expect(Math.abs(a - b) / b).toBeLessThan(2e-3);
+  });
+
+  it('trains PixArt-alpha jointly with its text encoder and exports a package that generates from a prompt', async () => {
+    const pixart: BaseTrainConfig = {
+      id: 'micro-pixart', family: 'pixart',
+      model: { sampleSize: 32, patchSize: 8, inChannels: 1, outChannels: 1, hidden: 24, depth: 1, heads: 2, mlpRatio: 2, captionChannels: 16, maxTokens: 12, interpolationScale: 1, useAdditionalConditions: false, normEps: 1e-6 },
+      textEncoder: { vocabSize: 47, dModel: 16, dKv: 8, dFf: 32, numLayers: 1, numHeads: 2, relativeAttentionNumBuckets: 8, relativeAttentionMaxDistance: 16, layerNormEpsilon: 1e-6, feedForwardProj: 'gated-gelu', maxLength: 12 },
+      train: { ...cfg.train, steps: 3 },
+      sample: { sampler: 'dpmpp', steps: 3, cfg: 2 },
+    };
+    const run = await mkdtemp(join(tmpdir(), 'train-p-'));
+    const state = await trainBase(pixart, run, { threads: 1 });
+    expect(state.step).toBe(3);
+    await exportBaseModel(pixart, run, join(run, 'package'));
+    const engine = await Engine.open(join(run, 'package'), { threads: 1 });
+    const r = await engine.generate({ prompt: 'a large 3 in the top right corner', seed: 2 });
+    expect(r.images[0]!.shape).toEqual([1, 32, 32]);
+    expect(r.report.notes).toMatchObject({ promptTruncated: false });
+    expect(() => createTask({ ...pixart, textEncoder: { ...pixart.textEncoder, vocabSize: 50 } }, 1)).toThrow(/vocabSize must be 47/);
   });
 });
