@@ -4,6 +4,7 @@ import { HarmonicaError } from '../util/errors.js';
 import { registerBench } from './bench.js';
 import { registerConvert } from './convert.js';
 import { registerForward } from './forward.js';
+import { registerClassifierTraining, registerEval } from './eval.js';
 import { registerGenerate } from './generate.js';
 import { registerTrain } from './train.js';
 
@@ -18,6 +19,8 @@ registerForward(program);
 registerConvert(program);
 registerBench(program);
 registerTrain(program);
+registerClassifierTraining(program);
+registerEval(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const code = err instanceof HarmonicaError ? ` [${err.code}]` : '';

@@ -266,7 +266,7 @@ export interface ClassifierTrainOptions {
 export type ResolvedClassifierTrainOptions = Required<Omit<ClassifierTrainOptions, 'threads' | 'progress'>>;
 
 export const CLASSIFIER_DEFAULTS: ResolvedClassifierTrainOptions = {
-  seed: 0, epochs: 15, batch: 128, lr: 2e-3, warmupSteps: 50, weightDecay: 1e-2, maxShift: 2, trainDigits: TRAIN_SIZE,
+  seed: 0, epochs: 30, batch: 128, lr: 2e-3, warmupSteps: 50, weightDecay: 1e-2, maxShift: 2, trainDigits: TRAIN_SIZE,
 };
 
 export interface EpochLog {
@@ -292,7 +292,8 @@ export interface TrainedClassifier {
  * Held-out accuracy is logged after each epoch (it is not used to pick anything).
  */
 export async function trainClassifier(opts: ClassifierTrainOptions = {}): Promise<TrainedClassifier> {
-  const o: ResolvedClassifierTrainOptions = { ...CLASSIFIER_DEFAULTS, ...definedOnly(opts) };
+  // Only the recipe's own keys: these go into the manifest's provenance.
+  const o = Object.fromEntries(Object.entries(CLASSIFIER_DEFAULTS).map(([k, v]) => [k, opts[k as keyof ResolvedClassifierTrainOptions] ?? v])) as ResolvedClassifierTrainOptions;
   const { train: allTrain, heldOut } = splitMnist();
   const train = allTrain.slice(0, o.trainDigits);
   if (train.length < o.batch) throw new HarmonicaError('BAD_CONFIG', `classifier: ${train.length} training digits are fewer than one batch of ${o.batch}`);
@@ -353,10 +354,6 @@ export async function trainClassifier(opts: ClassifierTrainOptions = {}): Promis
 function learningRate(o: ResolvedClassifierTrainOptions, step: number, totalSteps: number): number {
   const warmup = Math.min(1, (step + 1) / Math.max(1, o.warmupSteps));
   return o.lr * warmup * 0.5 * (1 + Math.cos((Math.PI * step) / totalSteps));
-}
-
-function definedOnly<T extends object>(o: T): Partial<T> {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
 async function withClassifier<T>(weights: ReadonlyMap<string, HostTensor>, threads: number | undefined, fn: (c: DigitClassifier) => Promise<T>): Promise<T> {
