@@ -6,6 +6,7 @@ import { registerConvert } from './convert.js';
 import { registerForward } from './forward.js';
 import { registerClassifierTraining, registerEval } from './eval.js';
 import { registerGenerate } from './generate.js';
+import { registerGrid } from './grid.js';
 import { registerTrain } from './train.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -21,6 +22,7 @@ registerBench(program);
 registerTrain(program);
 registerClassifierTraining(program);
 registerEval(program);
+registerGrid(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const code = err instanceof HarmonicaError ? ` [${err.code}]` : '';
