@@ -8,6 +8,7 @@ import { registerClassifierTraining, registerEval } from './eval.js';
 import { registerGenerate } from './generate.js';
 import { registerGrid } from './grid.js';
 import { registerTrain } from './train.js';
+import { registerTrainRouter } from './train-router.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -23,6 +24,7 @@ registerTrain(program);
 registerClassifierTraining(program);
 registerEval(program);
 registerGrid(program);
+registerTrainRouter(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const code = err instanceof HarmonicaError ? ` [${err.code}]` : '';

@@ -93,9 +93,9 @@ export class Engine {
   private constructor(
     readonly pkg: ModelPackage,
     readonly model: Denoiser,
-    private readonly weights: Weights,
+    readonly weights: Weights,
     private readonly vae: { weights: Weights; config: ReturnType<typeof vaeConfigFromDiffusers> } | null,
-    private readonly conditioning: Conditioning,
+    readonly conditioning: Conditioning,
     private readonly session: SessionConfig,
   ) {}
 

@@ -23,9 +23,10 @@ export const routerNames = {
  * r * fresh + (1 - r) * cached with r = sigmoid(P[s]) from the input row `router_logits` [S],
  * and the graph returns the student prediction, the mixed outputs (the next cache), the
  * loss lambda * mean((teacher - student)^2) + beta * sum(r) and its gradient w.r.t. the row
- * only. Model weights stay initializers: nothing but P is trained.
+ * only. Model weights stay initializers: nothing but P is trained. Without `withLoss` it is
+ * the soft-routed forward alone.
  */
-export function buildRouterStep(model: Denoiser, weights: Weights, batch: number): GraphBuilder {
+export function buildRouterStep(model: Denoiser, weights: Weights, batch: number, withLoss = true): GraphBuilder {
   const b = new GraphBuilder(`${model.family}_router_step`);
   const S = model.slots.length;
   const logits = b.input(routerNames.logits, 'float32', [S]);
@@ -43,6 +44,7 @@ export function buildRouterStep(model: Denoiser, weights: Weights, batch: number
   };
   const { out } = model.build(b, weights, batch, hooks);
   b.output(out, stepNames.out);
+  if (!withLoss) return b; // the forward alone: cache filling and IEPO trajectories
   const teacher = b.input(routerNames.teacher, 'float32', out.shape);
   const diff = b.sub(out, teacher);
   const dataLoss = b.reduceMean(b.mul(diff, diff), out.shape.map((_, i) => i), false);

@@ -1,0 +1,69 @@
+import type { Command } from 'commander';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { Engine } from '../engine/engine.js';
+import { HARMONICA_DEFAULTS, RouterTrainer } from '../train/router.js';
+import { HarmonicaError } from '../util/errors.js';
+import { int, printReport } from './report.js';
+
+interface Options {
+  model: string;
+  method: string;
+  steps?: number;
+  sampler?: string;
+  cfg?: number;
+  beta: number;
+  lr: number;
+  updates: number;
+  batch: number;
+  tau: number;
+  tauTrain: number;
+  lambda: 'paper' | 'incremental';
+  lambdaNorm: 'none' | 'mean';
+  refresh: number;
+  seed: number;
+  threads?: number;
+  out: string;
+  json?: boolean;
+}
+
+export function registerTrainRouter(program: Command): void {
+  program
+    .command('train-router')
+    .description('learn a router (HarmoniCa: step-wise denoising training + image error proxy objective, image-free)')
+    .requiredOption('--model <package>', 'bundled model name or package directory')
+    .requiredOption('--out <file>', 'router artifact (JSON) to write')
+    .option('--method <name>', 'harmonica', 'harmonica')
+    .option('--steps <n>', 'denoising steps the router is for (default: the model\'s)', int)
+    .option('--sampler <name>', 'ddim | dpmpp (default: the model\'s)')
+    .option('--cfg <scale>', 'guidance scale during training (default: the model\'s)', Number)
+    .option('--beta <v>', 'weight of sum(r): larger = more reuse', Number, HARMONICA_DEFAULTS.beta)
+    .option('--lr <v>', 'AdamW learning rate', Number, HARMONICA_DEFAULTS.lr)
+    .option('--updates <n>', 'router updates', int, 2000)
+    .option('--batch <n>', 'noises per trajectory', int, 8)
+    .option('--tau <v>', 'inference threshold stored in the artifact', Number, HARMONICA_DEFAULTS.tau)
+    .option('--tau-train <v>', 'cache overwrite threshold during training', Number, HARMONICA_DEFAULTS.tauTrain)
+    .option('--lambda <mode>', 'paper | incremental', 'paper')
+    .option('--lambda-norm <mode>', 'none | mean', 'none')
+    .option('--refresh <n>', 'recompute lambda every C updates', int, HARMONICA_DEFAULTS.refresh)
+    .option('--seed <n>', 'seed', int, 0)
+    .option('--threads <n>', 'ORT intra-op threads', int)
+    .option('--json', 'print the summary as one JSON object')
+    .action(async (o: Options) => {
+      if (o.method !== 'harmonica') throw new HarmonicaError('BAD_INPUT', `unknown router training method "${o.method}" (harmonica)`);
+      if (o.lambda !== 'paper' && o.lambda !== 'incremental') throw new HarmonicaError('BAD_INPUT', `--lambda must be paper or incremental`);
+      if (o.lambdaNorm !== 'none' && o.lambdaNorm !== 'mean') throw new HarmonicaError('BAD_INPUT', `--lambda-norm must be none or mean`);
+      const engine = await Engine.open(o.model, { threads: o.threads });
+      const d = engine.pkg.manifest.defaults;
+      const trainer = await RouterTrainer.create(engine, {
+        steps: o.steps ?? d.steps, sampler: o.sampler ?? d.sampler, cfg: o.cfg ?? d.cfg, beta: o.beta, lr: o.lr, updates: o.updates, batch: o.batch,
+        tau: o.tau, tauTrain: o.tauTrain, lambdaMode: o.lambda, lambdaNorm: o.lambdaNorm, refresh: o.refresh, seed: o.seed,
+        session: { threads: o.threads }, progress: true,
+      });
+      const artifact = await trainer.train();
+      await trainer.release();
+      await mkdir(dirname(o.out), { recursive: true });
+      await writeFile(o.out, `${JSON.stringify(artifact)}\n`);
+      printReport({ out: o.out, cur: artifact.eval?.cur, seconds: artifact.training?.seconds, updates: o.updates }, !!o.json);
+    });
+}

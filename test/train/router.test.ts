@@ -1,0 +1,71 @@
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { CachedExecutor } from '../../src/cache/executor.js';
+import { duplicateForCfg, splitGuided } from '../../src/diffusion/cfg.js';
+import { createSampler, initialNoise } from '../../src/diffusion/sampler.js';
+import { Engine } from '../../src/engine/engine.js';
+import { Rng } from '../../src/tensor/rng.js';
+import { tensor } from '../../src/tensor/tensor.js';
+import { RouterTrainer, type RouterTrainOptions } from '../../src/train/router.js';
+import { tinyDitPackage } from '../helpers/packages.js';
+
+let engine: Engine;
+beforeAll(async () => {
+  engine = await Engine.open((await tinyDitPackage()).dir, { threads: 1 });
+});
+
+const options = (over: Partial<RouterTrainOptions> = {}): RouterTrainOptions => ({
+  steps: 4, sampler: 'ddim', cfg: 1.5, beta: 1e-3, lr: 0.05, updates: 6, batch: 2, tauTrain: 0.1, tau: 0.1,
+  lambdaMode: 'paper', lambdaNorm: 'none', refresh: 3, seed: 7, session: { threads: 1 }, ...over,
+});
+
+describe('HarmoniCa router trainer', () => {
+  it('trains rows 1..T-1, keeps row 0 at 5, clamps, and writes an artifact the engine accepts', async () => {
+    const trainer = await RouterTrainer.create(engine, options());
+    const before = trainer.logits.map((r) => [...r]);
+    const artifact = await trainer.train();
+    expect(artifact.logits[0]).toEqual([5, 5, 5, 5]);
+    expect(artifact.logits.slice(1)).not.toEqual(before.slice(1).map((r) => r.map((v) => Number(v.toFixed(6)))));
+    expect(artifact.logits.flat().every((v) => v >= -5 && v <= 5)).toBe(true);
+    expect(artifact).toMatchObject({ method: 'harmonica', steps: 4, model: { sha256: engine.pkg.sha256 }, training: { updates: 6, lambdaMode: 'paper' } });
+    const path = join(await mkdtemp(join(tmpdir(), 'router-')), 'r.json');
+    await writeFile(path, JSON.stringify(artifact));
+    const r = await engine.generate({ classLabel: 3, steps: 4, cache: `router:${path}` });
+    expect(r.report.decisions[0]!.every(Boolean)).toBe(true);
+    await trainer.release();
+  });
+
+  it('paper-mode lambda(t) equals a direct computation with the cached executor (hard routers)', async () => {
+    const trainer = await RouterTrainer.create(engine, options());
+    // Hard decisions (r exactly 0 or 1): the soft-routed trajectory is the cached one.
+    const hard = [[40, 40, 40, 40], [40, -40, -40, 40], [-40, -40, -40, -40], [-40, 40, 40, -40]];
+    hard.forEach((row, i) => trainer.logits[i]!.splice(0, 4, ...row));
+    const lambda = await trainer.refreshLambda(11);
+
+    const exec = await CachedExecutor.create(engine.model, engine.weights, 4, { threads: 1 });
+    const sample = async (masks: boolean[][]) => {
+      const rng = new Rng(11); // as the trainer draws a trajectory: the class, then the noise
+      const classLabel = rng.int(10);
+      let x = initialNoise(2 * 64, rng);
+      const { feeds } = await engine.conditioning.build({ classLabel, n: 2 }, 4);
+      const sampler = createSampler('ddim', { steps: 4 });
+      exec.reset();
+      for (let i = 0; i < 4; i++) {
+        const { out } = await exec.step({ ...feeds, x: tensor('float32', [4, 1, 8, 8], duplicateForCfg(x)), t: tensor('float32', [4], new Array(4).fill(sampler.timesteps[i])) }, masks[i]!);
+        x = sampler.step(i, x, splitGuided(out.data as Float32Array, 2, 2, 1, 64, 1.5));
+      }
+      return x;
+    };
+    const masks = hard.map((row) => row.map((v) => v > 0));
+    const x0 = await sample(masks);
+    for (let t = 1; t < 4; t++) {
+      const alt = await sample(masks.map((row, i) => (i === t ? row.map(() => true) : row)));
+      const direct = x0.reduce((s, v, k) => s + (v - alt[k]!) ** 2, 0);
+      expect(lambda[t]).toBeCloseTo(direct, 4);
+    }
+    expect(lambda[2]).toBeGreaterThan(0);
+    await trainer.release();
+  });
+});
