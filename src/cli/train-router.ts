@@ -30,10 +30,10 @@ interface Options {
 export function registerTrainRouter(program: Command): void {
   program
     .command('train-router')
-    .description('learn a router (HarmoniCa: step-wise denoising training + image error proxy objective, image-free)')
+    .description('learn a router: harmonica (step-wise denoising training + image error proxy objective, image-free) or ltc (Learning-to-Cache, real images)')
     .requiredOption('--model <package>', 'bundled model name or package directory')
     .requiredOption('--out <file>', 'router artifact (JSON) to write')
-    .option('--method <name>', 'harmonica', 'harmonica')
+    .option('--method <name>', 'harmonica | ltc', 'harmonica')
     .option('--steps <n>', 'denoising steps the router is for (default: the model\'s)', int)
     .option('--sampler <name>', 'ddim | dpmpp (default: the model\'s)')
     .option('--cfg <scale>', 'guidance scale during training (default: the model\'s)', Number)
@@ -50,7 +50,7 @@ export function registerTrainRouter(program: Command): void {
     .option('--threads <n>', 'ORT intra-op threads', int)
     .option('--json', 'print the summary as one JSON object')
     .action(async (o: Options) => {
-      if (o.method !== 'harmonica') throw new HarmonicaError('BAD_INPUT', `unknown router training method "${o.method}" (harmonica)`);
+      if (o.method !== 'harmonica' && o.method !== 'ltc') throw new HarmonicaError('BAD_INPUT', `unknown router training method "${o.method}" (harmonica, ltc)`);
       if (o.lambda !== 'paper' && o.lambda !== 'incremental') throw new HarmonicaError('BAD_INPUT', `--lambda must be paper or incremental`);
       if (o.lambdaNorm !== 'none' && o.lambdaNorm !== 'mean') throw new HarmonicaError('BAD_INPUT', `--lambda-norm must be none or mean`);
       const engine = await Engine.open(o.model, { threads: o.threads });
@@ -60,7 +60,7 @@ export function registerTrainRouter(program: Command): void {
         tau: o.tau, tauTrain: o.tauTrain, lambdaMode: o.lambda, lambdaNorm: o.lambdaNorm, refresh: o.refresh, seed: o.seed,
         session: { threads: o.threads }, progress: true,
       });
-      const artifact = await trainer.train();
+      const artifact = o.method === 'ltc' ? await trainer.trainLtc() : await trainer.train();
       await trainer.release();
       await mkdir(dirname(o.out), { recursive: true });
       await writeFile(o.out, `${JSON.stringify(artifact)}\n`);

@@ -7,6 +7,9 @@ import { Session, type SessionConfig } from '../onnx/session.js';
 import { Rng } from '../tensor/rng.js';
 import { tensor, type HostTensor } from '../tensor/tensor.js';
 import { Progress } from '../util/progress.js';
+import { HarmonicaError } from '../util/errors.js';
+import { splitMnist, toModelImage } from '../data/mnist.js';
+import { alphasCumprod, linearBetas } from '../diffusion/schedule.js';
 import { AdamW } from './optim.js';
 import { buildRouterStep, routerNames } from './router-graph.js';
 
@@ -61,6 +64,7 @@ export class RouterTrainer {
   readonly logits: number[][];
   private readonly adam: AdamW;
   private lambda: number[];
+  private method: 'harmonica' | 'ltc' = 'harmonica';
   private readonly rows: number;
   private readonly latent: number;
 
@@ -244,17 +248,72 @@ export class RouterTrainer {
     this.logits.forEach((row, r) => row.forEach((_, s) => (row[s] = P[r * S + s]!)));
   }
 
+  /**
+   * Learning-to-Cache (the baseline): a real training image noised to a random odd step k,
+   * step k computed in full (fills a one-step-old cache), then row k + 1 learns to mix
+   * against the full teacher. Class-conditional models only (real images with labels).
+   */
+  async trainLtc(): Promise<RouterArtifact> {
+    const { steps: T, updates, seed, batch } = this.opts;
+    this.method = 'ltc';
+    if (this.engine.model.conditioning === 'text') throw new HarmonicaError('BAD_INPUT', 'LTC training needs labelled images: only class-conditional models are supported');
+    if (this.opts.sampler !== 'ddim') throw new HarmonicaError('BAD_INPUT', 'LTC training starts mid-trajectory, which needs the stateless DDIM sampler');
+    const started = performance.now();
+    const { train } = splitMnist();
+    const ab = alphasCumprod(linearBetas());
+    const numClasses = this.engine.pkg.manifest.classes?.length ?? 0;
+    const oddSteps = Array.from({ length: T }, (_, k) => k).filter((k) => k % 2 === 1 && k + 1 < T);
+    if (!oddSteps.length) throw new HarmonicaError('BAD_INPUT', `LTC needs at least 3 steps, got ${T}`);
+    const progress = this.opts.progress ? new Progress('train-router ltc', updates, 'updates') : null;
+    const history: { update: number; dataLoss: number; cur: number }[] = [];
+    for (let update = 0; update < updates; update++) {
+      const rng = new Rng(seed).fork(`ltc-${update}`);
+      const sampler = this.sampler();
+      const k = oddSteps[rng.int(oddSteps.length)]!;
+      const abk = ab[sampler.timesteps[k]!]!;
+      const labels: number[] = [];
+      const x = new Float32Array(batch * this.latent);
+      for (let i = 0; i < batch; i++) {
+        const d = train[rng.int(train.length)]!;
+        toModelImage(d.pixels, x, i * this.latent);
+        labels.push(d.label);
+      }
+      const noise = initialNoise(x.length, rng);
+      for (let j = 0; j < x.length; j++) x[j] = Math.sqrt(abk) * x[j]! + Math.sqrt(1 - abk) * noise[j]!;
+      const y = [...labels, ...new Array<number>(this.rows - batch).fill(numClasses)];
+      const traj: Trajectory = { x, conditions: { y: tensor('int64', [this.rows], y) }, caches: {} };
+      await this.softStep(traj, sampler, k, this.logits[k]!.map(() => 40));
+      const i = k + 1;
+      const teacher = (await this.teacher.run(this.feeds(traj, sampler, i)))[stepNames.out]!;
+      const row = this.logits[i]!;
+      const out = await this.student.run({
+        ...this.feeds(traj, sampler, i), ...this.cacheFeeds(traj),
+        [routerNames.logits]: tensor('float32', [row.length], row),
+        [routerNames.teacher]: teacher,
+        [routerNames.lambda]: tensor('float32', [], [1]),
+        [routerNames.beta]: tensor('float32', [], [this.opts.beta]),
+      });
+      this.stepRow(i, out[routerNames.grad]!.data as Float32Array);
+      const dataLoss = (out[routerNames.dataLoss]!.data as Float32Array)[0]!;
+      if ((update + 1) % 10 === 0) history.push({ update: update + 1, dataLoss, cur: this.cur() });
+      progress?.tick(1, { loss: dataLoss, cur: this.cur() });
+    }
+    // At inference odd rows recompute everything; the learned rows are the even ones.
+    return this.artifact((performance.now() - started) / 1000, history);
+  }
+
   /** Cache usage ratio the current router gives at inference (tau). */
   cur(): number {
     let reused = 0;
-    this.logits.forEach((row, i) => row.forEach((v) => (reused += i > 0 && !(sigmoid(v) > this.opts.tau) ? 1 : 0)));
+    const alwaysComputes = (i: number) => i === 0 || (this.method === 'ltc' && i % 2 === 1);
+    this.logits.forEach((row, i) => row.forEach((v) => (reused += !alwaysComputes(i) && !(sigmoid(v) > this.opts.tau) ? 1 : 0)));
     return reused / (this.logits.length * this.logits[0]!.length);
   }
 
   artifact(seconds: number, history: unknown[] = []): RouterArtifact {
     const pkg = this.engine.pkg;
     return {
-      format: ROUTER_FORMAT, method: 'harmonica', model: { id: pkg.manifest.id, sha256: pkg.sha256 }, sampler: this.opts.sampler,
+      format: ROUTER_FORMAT, method: this.method, model: { id: pkg.manifest.id, sha256: pkg.sha256 }, sampler: this.opts.sampler,
       steps: this.opts.steps, cfgScale: this.opts.cfg, sublayers: this.engine.model.slots.map((s) => s.name),
       logits: this.logits.map((row) => row.map((v) => Number(v.toFixed(6)))), tau: this.opts.tau,
       training: {

@@ -14,14 +14,14 @@ import { writeWordLevelTokenizer } from '../../src/models/tokenizer.js';
 /** A pixel-space DiT like dit-mnist, tiny: 8x8x1 images, 10 classes, random weights. */
 export const TINY_PIXEL_DIT: DitConfig = { ...TINY_DIT, inChannels: 1 };
 
-export async function tinyDitPackage(seed = 3, id = 'tiny-dit'): Promise<ModelPackage> {
+export async function tinyDitPackage(seed = 3, id = 'tiny-dit', config: DitConfig = TINY_PIXEL_DIT): Promise<ModelPackage> {
   const dir = await mkdtemp(join(tmpdir(), `${id}-`));
   return writeModelPackage(dir, {
-    id, family: 'dit', layout: 'diffusers', config: { ...TINY_PIXEL_DIT },
+    id, family: 'dit', layout: 'diffusers', config: { ...config },
     defaults: { sampler: 'ddim', steps: 6, cfg: 1.5 },
     classes: Array.from({ length: 10 }, (_, i) => String(i)),
     provenance: { note: 'random weights for tests' },
-  }, initDitWeights(TINY_PIXEL_DIT, seed, 0.8));
+  }, initDitWeights(config, seed, 0.8));
 }
 
 /** Words of the tiny caption vocabulary (like pixart-mnist's). */

@@ -9,7 +9,7 @@ import { Engine } from '../../src/engine/engine.js';
 import { Rng } from '../../src/tensor/rng.js';
 import { tensor } from '../../src/tensor/tensor.js';
 import { RouterTrainer, type RouterTrainOptions } from '../../src/train/router.js';
-import { tinyDitPackage } from '../helpers/packages.js';
+import { tinyDitPackage, TINY_PIXEL_DIT } from '../helpers/packages.js';
 
 let engine: Engine;
 beforeAll(async () => {
@@ -66,6 +66,21 @@ describe('HarmoniCa router trainer', () => {
       expect(lambda[t]).toBeCloseTo(direct, 4);
     }
     expect(lambda[2]).toBeGreaterThan(0);
+    await trainer.release();
+  });
+
+  it('LTC trains even rows from real images, and its artifact recomputes odd rows at inference', async () => {
+    const mnistSized = await Engine.open((await tinyDitPackage(3, 'tiny-dit-32', { ...TINY_PIXEL_DIT, inputSize: 32, patchSize: 8 })).dir, { threads: 1 });
+    const trainer = await RouterTrainer.create(mnistSized, options({ steps: 5, updates: 4, lr: 0.2 }));
+    const before = trainer.logits.map((r) => [...r]);
+    const artifact = await trainer.trainLtc();
+    expect(artifact.method).toBe('ltc');
+    expect(artifact.logits[0]).toEqual([5, 5, 5, 5]);
+    expect(artifact.logits[2]).not.toEqual(before[2]!.map((v) => Number(v.toFixed(6))));
+    const path = join(await mkdtemp(join(tmpdir(), 'ltc-')), 'r.json');
+    await writeFile(path, JSON.stringify({ ...artifact, logits: artifact.logits.map(() => [-5, -5, -5, -5]) }));
+    const r = await mnistSized.generate({ classLabel: 1, steps: 5, cache: `router:${path}` });
+    expect(r.report.decisions.map((d) => d.every(Boolean))).toEqual([true, true, false, true, false]);
     await trainer.release();
   });
 });
