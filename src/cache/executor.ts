@@ -3,7 +3,7 @@ import type { SlotInfo } from '../models/sublayer.js';
 import type { Weights } from '../models/weights.js';
 import { Session, type SessionConfig } from '../onnx/session.js';
 import { tensor, type HostTensor } from '../tensor/tensor.js';
-import { buildCachedStep, stepNames } from './step-graph.js';
+import { buildCachedStep, buildProbeStep, stepNames } from './step-graph.js';
 
 export interface StepResult {
   out: HostTensor;
@@ -22,17 +22,20 @@ const FALSE = tensor('bool', [1], [0]);
 export class CachedExecutor {
   private readonly cache = new Map<string, HostTensor>();
   private readonly empty = new Map<string, HostTensor>();
+  private readonly probeSessions = new Map<string, Promise<Session>>();
   private stepsRun = 0;
 
   private constructor(
     private readonly session: Session,
     readonly model: Denoiser,
     readonly batch: number,
+    private readonly weights: Weights,
+    private readonly config: SessionConfig,
   ) {}
 
   static async create(model: Denoiser, weights: Weights, batch: number, config: SessionConfig = {}): Promise<CachedExecutor> {
     const graph = buildCachedStep(model, weights, batch).graph;
-    const executor = new CachedExecutor(await Session.create(graph, config), model, batch);
+    const executor = new CachedExecutor(await Session.create(graph, config), model, batch, weights, config);
     for (const input of graph.inputs) {
       if (input.name.startsWith('cache/')) executor.empty.set(input.name, tensor(input.dtype, input.shape));
     }
@@ -79,7 +82,22 @@ export class CachedExecutor {
     return { out: results[stepNames.out]!, computed, ms };
   }
 
+  /**
+   * The named probe values for these inputs, from a separate small graph run before the
+   * step (input-adaptive policies decide from them).
+   */
+  async probe(inputs: Record<string, HostTensor>, names: readonly string[]): Promise<Record<string, HostTensor>> {
+    const key = names.join(',');
+    let s = this.probeSessions.get(key);
+    if (!s) this.probeSessions.set(key, (s = Session.create(buildProbeStep(this.model, this.weights, this.batch, names).graph, this.config)));
+    const session = await s;
+    const feeds = Object.fromEntries(session.inputNames.map((n) => [n, inputs[n]!]));
+    const out = await session.run(feeds);
+    return Object.fromEntries(names.map((n) => [n, out[stepNames.probe(n)]!]));
+  }
+
   async release(): Promise<void> {
     await this.session.release();
+    for (const s of this.probeSessions.values()) await (await s).release();
   }
 }

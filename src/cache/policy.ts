@@ -8,6 +8,21 @@ export interface PolicyContext {
   sampler: string;
   slots: readonly SlotInfo[];
   model: { id: string; sha256: string };
+  /** The model package directory (policies with per-model calibration read it). */
+  modelDir?: string;
+}
+
+/** Mean |a - b| / mean |b|: the relative L1 change TeaCache and First-Block-Cache measure. */
+export function relativeL1(a: HostTensor, b: HostTensor): number {
+  const x = a.data as Float32Array;
+  const y = b.data as Float32Array;
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < x.length; i++) {
+    num += Math.abs(x[i]! - y[i]!);
+    den += Math.abs(y[i]!);
+  }
+  return num / Math.max(den, 1e-12);
 }
 
 /**

@@ -51,3 +51,16 @@ export function buildPlainStep(model: Denoiser, weights: Weights, batch: number)
   b.output(out, stepNames.out);
   return b;
 }
+
+/** Only the named probes (ORT prunes everything else): what input-adaptive policies look at before a step. */
+export function buildProbeStep(model: Denoiser, weights: Weights, batch: number, probes: readonly string[]): GraphBuilder {
+  const b = new GraphBuilder(`${model.family}_probe`);
+  const hooks = plainHooks(b);
+  hooks.probe = (name, value) => {
+    if (probes.includes(name)) b.output(value, stepNames.probe(name));
+  };
+  model.build(b, weights, batch, hooks);
+  const missing = probes.filter((p) => !b.graph.outputs.some((o) => o.name === stepNames.probe(p)));
+  if (missing.length) throw new Error(`model ${model.family} has no probe ${missing.join(', ')}`);
+  return b;
+}

@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { HarmonicaError } from '../util/errors.js';
 import { registerBench } from './bench.js';
+import { registerCalibrate } from './calibrate.js';
 import { registerConvert } from './convert.js';
 import { registerForward } from './forward.js';
 import { registerClassifierTraining, registerEval } from './eval.js';
@@ -25,6 +26,7 @@ registerClassifierTraining(program);
 registerEval(program);
 registerGrid(program);
 registerTrainRouter(program);
+registerCalibrate(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const code = err instanceof HarmonicaError ? ` [${err.code}]` : '';

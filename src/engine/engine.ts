@@ -165,7 +165,7 @@ export class Engine {
     const req = this.resolve(request);
     const policy: CachePolicy = parsePolicy(req.cache);
     const slots = this.model.slots;
-    policy.start({ steps: req.steps, sampler: req.sampler, slots, model: { id: this.id, sha256: this.pkg.sha256 } });
+    policy.start({ steps: req.steps, sampler: req.sampler, slots, model: { id: this.id, sha256: this.pkg.sha256 }, modelDir: this.pkg.dir });
     const sampler = createSampler(req.sampler, { steps: req.steps });
     const [c, h, w] = this.model.latentShape;
     const guided = req.cfg > 1;
@@ -189,8 +189,8 @@ export class Engine {
       const t0 = performance.now();
       const timestep = sampler.timesteps[i]!;
       const input = tensor('float32', [rows, c, h, w], guided ? duplicateForCfg(x) : x);
-      const mask = schedule ? schedule[i]! : policy.decide(i, {});
       const feeds = { ...conditions.feeds, x: input, t: tensor('float32', [rows], new Array<number>(rows).fill(timestep)) };
+      const mask = schedule ? schedule[i]! : policy.decide(i, policy.probes.length ? await executor.probe(feeds, policy.probes) : {});
       const { out, computed } = await executor.step(feeds, mask, store ? store[i]! : true);
       const o = out.data as Float32Array;
       const eps = guided ? splitGuided(o, req.n, this.model.outChannels, c, h * w, req.cfg) : dropLearnedSigma(o, req.n, this.model.outChannels, c, h * w);
