@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { readFile } from 'node:fs/promises';
 import { exportBaseModel, loadTrainConfig, trainBase } from '../train/base.js';
 import { int } from './report.js';
 
@@ -25,7 +26,10 @@ export function registerTrain(program: Command): void {
     .requiredOption('--config <file>', 'training config')
     .requiredOption('--run <dir>', 'run directory')
     .requiredOption('--to <dir>', 'package directory')
-    .action(async (o: { config: string; run: string; to: string }) => {
-      await exportBaseModel(await loadTrainConfig(o.config), o.run, o.to);
+    .option('--raw', 'the raw weights instead of their EMA (e.g. early in a run)')
+    .option('--metrics <file>', 'JSON (e.g. `harmonica eval --json` output) to record in the provenance')
+    .action(async (o: { config: string; run: string; to: string; raw?: boolean; metrics?: string }) => {
+      const metrics = o.metrics ? (JSON.parse(await readFile(o.metrics, 'utf8')) as Record<string, unknown>) : {};
+      await exportBaseModel(await loadTrainConfig(o.config), o.run, o.to, metrics, o.raw ? 'param' : 'ema');
     });
 }

