@@ -56,6 +56,8 @@ export interface EvalResult {
   ssim?: number;
   /** Mean cache usage ratio over the requests (only with a cache policy). */
   cur?: number;
+  /** Mean theoretical speedup over the requests (only with a cache policy). */
+  macSpeedup?: number;
   seconds: number;
 }
 
@@ -89,12 +91,17 @@ export function planRequests(n: number, batch: number, seed: number): EvalReques
   return requests;
 }
 
-export async function evaluate(opts: EvalOptions): Promise<EvalResult> {
-  const started = performance.now();
-  const seed = opts.seed ?? 0;
-  const cache = opts.cache ?? 'none';
-  const cached = cache !== 'none';
-  const engine = await Engine.open(opts.model, { threads: opts.threads, device: opts.device });
+/** Samples of one setting over the planned requests, with the cache statistics. */
+export interface SampleSet {
+  samples: Float32Array;
+  targets: number[];
+  /** Means over the requests. */
+  cur: number;
+  macSpeedup: number;
+}
+
+/** Checks that an engine's model can be evaluated with the digit classifier. */
+export function checkEvaluable(engine: Engine): void {
   const numClasses = (engine.pkg.manifest.config as { numClasses?: number }).numClasses;
   if (engine.model.conditioning === 'text' || numClasses !== CLASSES) {
     throw new HarmonicaError('BAD_INPUT', `${engine.id}: evaluation needs a class-conditional model of the ${CLASSES} MNIST digits`);
@@ -104,60 +111,82 @@ export async function evaluate(opts: EvalOptions): Promise<EvalResult> {
   if (!engine.pkg.manifest.vae && (c !== 1 || h !== PADDED_SIDE || w !== PADDED_SIDE)) {
     throw new HarmonicaError('BAD_INPUT', `${engine.id}: evaluation needs 1x${PADDED_SIDE}x${PADDED_SIDE} images, the model makes ${c}x${h}x${w}`);
   }
+}
+
+/** Generates the planned requests with one setting. */
+export async function generateSamples(engine: Engine, requests: EvalRequest[], setting: { steps: number; sampler: string; cfg: number; cache: string }, progress?: Progress): Promise<SampleSet> {
+  const n = requests.reduce((s, r) => s + r.n, 0);
+  const samples = new Float32Array(n * PIXELS);
+  const targets: number[] = [];
+  let cur = 0;
+  let macSpeedup = 0;
+  let at = 0;
+  for (const r of requests) {
+    const gen = await engine.generate({ ...setting, classLabel: r.classLabel, seed: r.seed, n: r.n });
+    gen.images.forEach((img, i) => {
+      if (img.shape.join() !== `1,${PADDED_SIDE},${PADDED_SIDE}`) throw new HarmonicaError('BAD_INPUT', `${engine.id}: generated images are [${img.shape}], evaluation needs [1,${PADDED_SIDE},${PADDED_SIDE}]`);
+      samples.set(img.data as Float32Array, (at + i) * PIXELS);
+    });
+    for (let i = 0; i < r.n; i++) targets.push(r.classLabel);
+    cur += gen.report.cur;
+    macSpeedup += gen.report.macSpeedup;
+    at += r.n;
+    progress?.tick(r.n);
+  }
+  return { samples, targets, cur: cur / requests.length, macSpeedup: macSpeedup / requests.length };
+}
+
+export interface Scores {
+  accuracy: number;
+  fid: number;
+  fidFloor: number;
+  isScore: number;
+  psnr?: number;
+  ssim?: number;
+}
+
+/** Classifier-based scores of samples, and their fidelity to a reference of the same seeds. */
+export async function scoreSamples(set: SampleSet, classifier: DigitClassifier, seed: number, reference?: Float32Array): Promise<Scores> {
+  const n = set.targets.length;
+  // Real features: the held-out digits, and for the floor n train digits picked by the seed.
+  const { train, heldOut } = splitMnist();
+  const floorDigits = new Rng(seed).fork('fid-floor').shuffle(train.map((_, i) => i)).slice(0, Math.min(n, train.length)).map((i) => train[i]!);
+  const generated = await classifier.classify(set.samples, n);
+  const realFeatures = (await classifier.classify(digitImages(heldOut).images, heldOut.length)).features;
+  const floorFeatures = (await classifier.classify(digitImages(floorDigits).images, floorDigits.length)).features;
+  const scores: Scores = {
+    accuracy: accuracy(generated.labels, set.targets),
+    fid: frechetDistance(generated.features, realFeatures, FEATURES),
+    fidFloor: frechetDistance(floorFeatures, realFeatures, FEATURES),
+    isScore: inceptionScore(generated.probs, n, CLASSES),
+  };
+  if (reference) {
+    scores.psnr = psnr(set.samples, reference, 2);
+    scores.ssim = ssim(set.samples, reference, PADDED_SIDE, 2);
+  }
+  return scores;
+}
+
+export async function evaluate(opts: EvalOptions): Promise<EvalResult> {
+  const started = performance.now();
+  const seed = opts.seed ?? 0;
+  const cache = opts.cache ?? 'none';
+  const cached = cache !== 'none';
+  const engine = await Engine.open(opts.model, { threads: opts.threads, device: opts.device });
+  checkEvaluable(engine);
   const requests = planRequests(opts.n, opts.batch ?? DEFAULT_EVAL_BATCH, seed);
   // Validate the settings once, up front, and report what the defaults resolved to.
   const resolved = engine.resolve({ classLabel: 0, steps: opts.steps, sampler: opts.sampler, cfg: opts.cfg, cache, seed: 0, n: 1 });
   const classifier = await DigitClassifier.load(opts.classifier ?? CLASSIFIER_DIR, { threads: opts.threads, device: opts.device });
-
-  const samples = new Float32Array(opts.n * PIXELS);
-  const reference = cached ? new Float32Array(opts.n * PIXELS) : null;
-  const targets: number[] = [];
-  const curs: number[] = [];
   const progress = new Progress(`evaluate ${engine.id}`, opts.n * (cached ? 2 : 1), 'images');
-  const collect = (images: HostTensor[], into: Float32Array, at: number) => {
-    images.forEach((img, i) => {
-      if (img.shape.join() !== `1,${PADDED_SIDE},${PADDED_SIDE}`) throw new HarmonicaError('BAD_INPUT', `${engine.id}: generated images are [${img.shape}], evaluation needs [1,${PADDED_SIDE},${PADDED_SIDE}]`);
-      into.set(img.data as Float32Array, (at + i) * PIXELS);
-    });
-  };
-  let at = 0;
-  for (const r of requests) {
-    const req = { classLabel: r.classLabel, steps: resolved.steps, sampler: resolved.sampler, cfg: resolved.cfg, seed: r.seed, n: r.n };
-    const gen = await engine.generate({ ...req, cache });
-    collect(gen.images, samples, at);
-    progress.tick(r.n);
-    if (reference) {
-      collect((await engine.generate({ ...req, cache: 'none' })).images, reference, at);
-      curs.push(gen.report.cur);
-      progress.tick(r.n);
-    }
-    for (let i = 0; i < r.n; i++) targets.push(r.classLabel);
-    at += r.n;
-  }
-
-  // Real features: the held-out digits, and for the floor n train digits picked by the seed.
-  const { train, heldOut } = splitMnist();
-  const floorDigits = new Rng(seed).fork('fid-floor').shuffle(train.map((_, i) => i)).slice(0, Math.min(opts.n, train.length)).map((i) => train[i]!);
-  const real = digitImages(heldOut);
-  const floor = digitImages(floorDigits);
-  const generated = await classifier.classify(samples, opts.n);
-  const realFeatures = (await classifier.classify(real.images, heldOut.length)).features;
-  const floorFeatures = (await classifier.classify(floor.images, floorDigits.length)).features;
+  const setting = { steps: resolved.steps, sampler: resolved.sampler, cfg: resolved.cfg };
+  const set = await generateSamples(engine, requests, { ...setting, cache }, progress);
+  const reference = cached ? (await generateSamples(engine, requests, { ...setting, cache: 'none' }, progress)).samples : undefined;
+  const scores = await scoreSamples(set, classifier, seed, reference);
   await classifier.release();
-
-  const result: EvalResult = {
+  return {
     model: engine.id, steps: resolved.steps, sampler: resolved.sampler, cfg: resolved.cfg, cache, n: opts.n, seed,
-    accuracy: accuracy(generated.labels, targets),
-    fid: frechetDistance(generated.features, realFeatures, FEATURES),
-    fidFloor: frechetDistance(floorFeatures, realFeatures, FEATURES),
-    isScore: inceptionScore(generated.probs, opts.n, CLASSES),
-    seconds: 0,
+    ...scores, ...(cached ? { cur: set.cur, macSpeedup: set.macSpeedup } : {}),
+    seconds: (performance.now() - started) / 1000,
   };
-  if (reference) {
-    result.psnr = psnr(samples, reference, 2);
-    result.ssim = ssim(samples, reference, PADDED_SIDE, 2);
-    result.cur = curs.reduce((s, v) => s + v, 0) / curs.length;
-  }
-  result.seconds = (performance.now() - started) / 1000;
-  return result;
 }
