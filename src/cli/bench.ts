@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { benchOptimizer } from '../bench/optimizer.js';
 import { benchOrt } from '../bench/ort.js';
 import { benchRuntime } from '../bench/runtime.js';
+import { registerBenchCache } from './bench-cache.js';
 import { int, printReport } from './report.js';
 
 export function registerBench(program: Command): void {
@@ -32,4 +33,5 @@ export function registerBench(program: Command): void {
       printReport({ model: result.model, batch: result.batch, steps: result.steps, plainStepMs: result.plainStepMs, executorOverhead: result.executorOverhead }, false);
       console.table(result.rows);
     });
+  registerBenchCache(bench);
 }

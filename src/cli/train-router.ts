@@ -61,6 +61,8 @@ export function registerTrainRouter(program: Command): void {
         session: { threads: o.threads }, progress: true,
       });
       const artifact = o.method === 'ltc' ? await trainer.trainLtc() : await trainer.train();
+      // Peak memory of the whole training process, for the HarmoniCa vs LTC comparison.
+      artifact.training = { ...artifact.training, peakRssMb: Math.round(process.resourceUsage().maxRSS / 1024) };
       await trainer.release();
       await mkdir(dirname(o.out), { recursive: true });
       await writeFile(o.out, `${JSON.stringify(artifact)}\n`);

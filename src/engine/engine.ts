@@ -128,6 +128,11 @@ export class Engine {
     return this.pkg.manifest.id;
   }
 
+  /** Where this engine runs, for reports. */
+  get machine(): string {
+    return `${cpus().length} x ${cpus()[0]?.model ?? 'CPU'}, ${this.session.device ?? 'cpu'}`;
+  }
+
   private executor(batch: number): Promise<CachedExecutor> {
     let e = this.executors.get(batch);
     if (!e) this.executors.set(batch, (e = CachedExecutor.create(this.model, this.weights, batch, this.session)));
@@ -210,7 +215,7 @@ export class Engine {
       report: {
         model: this.id, modelSha256: this.pkg.sha256, policy: policy.spec, sampler: req.sampler, steps: req.steps, cfg: req.cfg,
         seed: req.seed, n: req.n, stepsMs, totalMs, computedSlots, reusedSlots, cur: reusedSlots / (decisions.length * slots.length),
-        macSpeedup: macSpeedup(this.model, decisions), decisions, machine: `${cpus().length} x ${cpus()[0]?.model ?? 'CPU'}, ${this.session.device ?? 'cpu'}`,
+        macSpeedup: macSpeedup(this.model, decisions), decisions, machine: this.machine,
         notes: conditions.notes,
       },
     };
