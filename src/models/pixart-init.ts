@@ -7,9 +7,11 @@ import type { PixArtConfig } from './pixart.js';
  * Random PixArt-alpha weights in the diffusers `PixArtTransformer2DModel` layout: for
  * benchmarks and training from scratch. Linear weights ~ N(0, std^2) with
  * std = 1/sqrt(fan_in) * `scale`, biases zero; the scale-shift tables ~ N(0, 1/D) * `scale`
- * as diffusers initialises them. Nothing is zeroed, so every sublayer contributes.
+ * as diffusers initialises them. Nothing is zeroed, so every sublayer contributes, unless
+ * `zeroOutputs`: then the output projection and every cross-attention output start at zero,
+ * as PixArt-alpha trains from scratch (the model starts by predicting zero noise).
  */
-export function initPixArtWeights(cfg: PixArtConfig, seed: number, scale = 1): Map<string, HostTensor> {
+export function initPixArtWeights(cfg: PixArtConfig, seed: number, scale = 1, zeroOutputs = false): Map<string, HostTensor> {
   const rng = new Rng(seed);
   const d = cfg.hidden;
   const p = cfg.patchSize;
@@ -45,5 +47,8 @@ export function initPixArtWeights(cfg: PixArtConfig, seed: number, scale = 1): M
   }
   normal('scale_shift_table', [2, d], scale / Math.sqrt(d));
   linear('proj_out', d, p * p * cfg.outChannels);
+  if (zeroOutputs) {
+    for (const [name, t] of w) if (/^proj_out\.|attn2\.to_out\.0\./.test(name)) (t.data as Float32Array).fill(0);
+  }
   return w;
 }

@@ -74,7 +74,7 @@ function ditTask(cfg: DitConfig, seed: number): TrainTask {
  */
 function pixartTask(cfg: PixArtConfig, t5: T5Config, seed: number): TrainTask {
   const model = createDenoiser('pixart', cfg);
-  const weights = initPixArtWeights(cfg, seed);
+  const weights = initPixArtWeights(cfg, seed, 1, true);
   const textWeights = initT5Weights(t5, seed + 1);
   const tokenizerJson = writeWordLevelTokenizer(CAPTION_WORDS);
   const tokenizer = TextTokenizer.fromJSON(tokenizerJson);
