@@ -89,6 +89,7 @@ export interface GenerateOptions {
 export class Engine {
   private readonly executors = new Map<number, Promise<CachedExecutor>>();
   private readonly decoders = new Map<number, Promise<Session>>();
+  private busy: Promise<unknown> = Promise.resolve();
 
   private constructor(
     readonly pkg: ModelPackage,
@@ -166,8 +167,18 @@ export class Engine {
     return r;
   }
 
-  async generate(request: GenerateRequest, options: GenerateOptions = {}): Promise<GenerateResult> {
+  /**
+   * Generates images. Requests run one at a time: sessions and the executor's cache belong
+   * to one trajectory at a time (and ORT already uses every core for one request).
+   */
+  generate(request: GenerateRequest, options: GenerateOptions = {}): Promise<GenerateResult> {
     const req = this.resolve(request);
+    const run = this.busy.then(() => this.run(req, options));
+    this.busy = run.catch(() => undefined);
+    return run;
+  }
+
+  private async run(req: ResolvedRequest, options: GenerateOptions): Promise<GenerateResult> {
     const policy: CachePolicy = parsePolicy(req.cache);
     const slots = this.model.slots;
     policy.start({ steps: req.steps, sampler: req.sampler, slots, model: { id: this.id, sha256: this.pkg.sha256 }, modelDir: this.pkg.dir });

@@ -68,3 +68,11 @@ describe('engine (tiny pixel-space DiT)', () => {
     expect(ok.report.cur).toBe(0); // sigmoid(0) = 0.5 > 0.1: everything computes
   });
 });
+
+describe('engine concurrency', () => {
+  it('concurrent requests give the same images as sequential ones', async () => {
+    const seq = [await engine.generate({ classLabel: 1, seed: 21, cache: 'fora:2' }), await engine.generate({ classLabel: 2, seed: 22, cache: 'fora:2' })];
+    const par = await Promise.all([engine.generate({ classLabel: 1, seed: 21, cache: 'fora:2' }), engine.generate({ classLabel: 2, seed: 22, cache: 'fora:2' })]);
+    par.forEach((r, i) => expect(Array.from(r.images[0]!.data as Float32Array)).toEqual(Array.from(seq[i]!.images[0]!.data as Float32Array)));
+  });
+});
