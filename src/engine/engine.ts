@@ -171,7 +171,7 @@ export class Engine {
    * Generates images. Requests run one at a time: sessions and the executor's cache belong
    * to one trajectory at a time (and ORT already uses every core for one request).
    */
-  generate(request: GenerateRequest, options: GenerateOptions = {}): Promise<GenerateResult> {
+  async generate(request: GenerateRequest, options: GenerateOptions = {}): Promise<GenerateResult> {
     const req = this.resolve(request);
     const run = this.busy.then(() => this.run(req, options));
     this.busy = run.catch(() => undefined);
