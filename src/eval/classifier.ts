@@ -7,8 +7,7 @@
  *   -> conv 3x3 stride 2 (16) -> SiLU -> conv 3x3 stride 2 (32) -> SiLU -> conv 3x3 stride 2 (64) -> SiLU
  *   -> flatten (64 * 4 * 4) -> linear 128 -> SiLU (= features) -> linear 10 (= logits)
  *
- * Strided convolutions stand in for pooling and SiLU for ReLU: the graph builder's backward
- * rules cover Conv and Sigmoid but not MaxPool or Relu.
+ * Strided convolutions stand in for pooling (the builder has no MaxPool).
  */
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';

@@ -147,7 +147,7 @@ function t5FeedForward(b: GraphBuilder, w: Weights, cfg: T5Config, prefix: strin
     return linear(b, b.mul(gate, up), wo);
   }
   const h = linear(b, x, loadLinear(b, w, `${prefix}.wi`, dModel, dFf, false));
-  return linear(b, b.node('Relu', [h], [[h.dtype, h.shape]])[0]!, wo);
+  return linear(b, b.relu(h), wo);
 }
 
 /**

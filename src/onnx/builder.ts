@@ -215,6 +215,7 @@ export class GraphBuilder {
   sin(x: Value): Value { return this.unary('Sin', x); }
   cos(x: Value): Value { return this.unary('Cos', x); }
   identity(x: Value): Value { return this.unary('Identity', x); }
+  relu(x: Value): Value { return this.unary('Relu', x); }
 
   /** x * sigmoid(x); ORT fuses the pattern for inference. */
   silu(x: Value): Value { return this.mul(x, this.sigmoid(x)); }

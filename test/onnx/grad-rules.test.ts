@@ -18,7 +18,7 @@ describe('backward rules match central finite differences (float64)', () => {
   it('Pow with a constant exponent', async () => {
     await gradCheck({ x: { shape: [5], init: positive } }, (b, { x }) => b.pow(x!, 3));
   });
-  const unary = ['sqrt', 'exp', 'log', 'neg', 'abs', 'reciprocal', 'tanh', 'sigmoid', 'sin', 'cos', 'identity', 'silu'] as const;
+  const unary = ['sqrt', 'exp', 'log', 'neg', 'abs', 'reciprocal', 'tanh', 'sigmoid', 'sin', 'cos', 'identity', 'silu', 'relu'] as const;
   for (const op of unary) {
     it(op, async () => {
       const init = ['sqrt', 'log', 'reciprocal'].includes(op) ? positive : undefined;
@@ -123,7 +123,7 @@ describe('rule coverage', () => {
       'Tanh', 'Sigmoid', 'Erf', 'Gelu', 'Softmax', 'LayerNormalization', 'GroupNormalization', 'ReduceMean', 'ReduceSum',
       'ReduceMax', 'Reshape', 'Transpose', 'Concat', 'Split', 'Slice', 'Pad', 'Gather', 'Where', 'Cast', 'Expand', 'Unsqueeze',
       'Squeeze', 'Conv', 'Resize', 'Sin', 'Cos', 'Identity', 'Constant', 'Sum', 'If', 'Equal', 'Less', 'Greater', 'Sign',
-      'ScatterND', 'ConvTranspose'];
+      'ScatterND', 'ConvTranspose', 'Relu'];
     for (const op of emitted) expect(RULES[op] ?? NON_DIFFERENTIABLE[op], op).toBeDefined();
   });
   it('tensor helper sanity', () => {

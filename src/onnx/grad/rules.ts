@@ -87,6 +87,7 @@ function geluGrad(b: GraphBuilder, x: Value, approximate: string): Value {
 
 export const RULES: Record<string, Rule> = {
   Identity: ({ gys: [g] }) => [g],
+  Relu: ({ b, inputs: [x], gys: [g] }) => [b.where(b.greater(x!, 0), g!, 0)],
   Add: ({ gys: [g] }) => [g, g],
   Sub: ({ b, gys: [g], needs }) => [g, needs[1] ? b.neg(g!) : undefined],
   Mul: ({ b, inputs: [x, y], gys: [g], needs }) => [needs[0] ? b.mul(g!, y!) : undefined, needs[1] ? b.mul(g!, x!) : undefined],
