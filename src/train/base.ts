@@ -192,12 +192,18 @@ export async function exportBaseModel(cfg: BaseTrainConfig, runDir: string, pack
   // Every checkpoint key whose tensor a param came from gets the trained value back in the
   // checkpoint layout (a tensor shared by several keys goes under each of them).
   const task = createTask(cfg, cfg.train.seed);
-  const { origins } = buildTrainingStep(task, 1);
+  const { origins, params } = buildTrainingStep(task, 1);
+  // The EMA starts at the initial weights w0: after T steps it holds d^T w0 + (1 - d^T) x
+  // (average of the trained weights). Removing the w0 part (as Adam corrects its moments)
+  // makes an export early in a run meaningful; late in a run d^T is ~0 anyway.
+  const decayed = which === 'ema' ? cfg.train.emaDecay ** state.step : 0;
   const trained = new Map<HostTensor, HostTensor>();
   for (const [v, origin] of origins) {
-    const ema = tensors.get(`${which}/${v.name}`);
-    if (!ema) throw new HarmonicaError('BAD_CONFIG', `${runDir}: no trained value for ${v.name}`);
-    trained.set(origin.from, castTensor(origin.toCheckpoint(tensor('float32', v.shape, ema.data as Float32Array)), 'float16'));
+    const stored = tensors.get(`${which}/${v.name}`);
+    if (!stored) throw new HarmonicaError('BAD_CONFIG', `${runDir}: no trained value for ${v.name}`);
+    const initial = params.get(v)!.data as Float32Array;
+    const value = Float32Array.from(stored.data as Float32Array, (e, k) => (e - decayed * initial[k]!) / (1 - decayed));
+    trained.set(origin.from, castTensor(origin.toCheckpoint(tensor('float32', v.shape, value)), 'float16'));
   }
   const files = Object.fromEntries(Object.entries(task.components).map(([fileName, template]) => {
     const weights = new Map<string, HostTensor>();
