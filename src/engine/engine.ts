@@ -182,7 +182,9 @@ export class Engine {
     const policy: CachePolicy = parsePolicy(req.cache);
     const slots = this.model.slots;
     policy.start({ steps: req.steps, sampler: req.sampler, slots, model: { id: this.id, sha256: this.pkg.sha256 }, modelDir: this.pkg.dir });
-    const sampler = createSampler(req.sampler, { steps: req.steps });
+    // Pixel-space models clip the predicted x0 to the image range at every step, as ADM/DDPM
+    // sample images; latents (decoded by a VAE) are not clipped, as in DiT.
+    const sampler = createSampler(req.sampler, { steps: req.steps, clipX0: this.vae ? undefined : 1 });
     const [c, h, w] = this.model.latentShape;
     const guided = req.cfg > 1;
     const rows = guided ? 2 * req.n : req.n;
