@@ -8,6 +8,7 @@ import { registerForward } from './forward.js';
 import { registerClassifierTraining, registerEval } from './eval.js';
 import { registerGenerate } from './generate.js';
 import { registerGrid } from './grid.js';
+import { registerServe } from './serve.js';
 import { registerTrain } from './train.js';
 import { registerTrainRouter } from './train-router.js';
 
@@ -27,6 +28,7 @@ registerEval(program);
 registerGrid(program);
 registerTrainRouter(program);
 registerCalibrate(program);
+registerServe(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const code = err instanceof HarmonicaError ? ` [${err.code}]` : '';
