@@ -14,9 +14,10 @@ export function registerTrain(program: Command): void {
     .option('--stop-after <steps>', 'stop at this step (the run can be resumed later)', int)
     .option('--threads <n>', 'ORT intra-op threads', int)
     .option('--export <dir>', 'when done, write the EMA weights as a model package here')
-    .action(async (o: { config: string; out: string; resume?: boolean; stopAfter?: number; threads?: number; export?: string }) => {
+    .option('--init-from <package>', 'start from this model package\'s weights (fresh optimizer) instead of from scratch')
+    .action(async (o: { config: string; out: string; resume?: boolean; stopAfter?: number; threads?: number; export?: string; initFrom?: string }) => {
       const cfg = await loadTrainConfig(o.config);
-      const state = await trainBase(cfg, o.out, { resume: o.resume, stopAfter: o.stopAfter, threads: o.threads });
+      const state = await trainBase(cfg, o.out, { resume: o.resume, stopAfter: o.stopAfter, threads: o.threads, initFrom: o.initFrom });
       if (o.export && state.step >= cfg.train.steps) await exportBaseModel(cfg, o.out, o.export);
       process.stdout.write(`${JSON.stringify(state)}\n`);
     });

@@ -16,7 +16,7 @@ import { log } from '../util/log.js';
 import { Progress } from '../util/progress.js';
 import { writeModelPackage } from '../engine/package.js';
 import { AdamW, EMA } from './optim.js';
-import { createTask, WEIGHTS, type TaskConfig, type TrainTask } from './tasks.js';
+import { createTask, packageWeights, WEIGHTS, type TaskConfig, type TrainTask } from './tasks.js';
 
 /** A base-model training run, as committed in configs/*.json. */
 export type BaseTrainConfig = TaskConfig & {
@@ -93,6 +93,18 @@ export function trainingBatch(task: TrainTask, data: readonly Digit[], batch: nu
 }
 
 const CHECKPOINT = 'checkpoint.safetensors';
+const INIT_FROM = 'init-from.json';
+
+async function readInitFrom(runDir: string): Promise<string | undefined> {
+  const path = join(runDir, INIT_FROM);
+  return existsSync(path) ? (JSON.parse(await readFile(path, 'utf8')) as { package: string }).package : undefined;
+}
+
+/** The run's task: from scratch, or starting from a model package's weights. */
+async function taskFor(cfg: BaseTrainConfig, initFrom: string | undefined): Promise<TrainTask> {
+  if (!initFrom) return createTask(cfg, cfg.train.seed);
+  return createTask(cfg, cfg.train.seed, await packageWeights(initFrom, Object.keys(createTask(cfg, cfg.train.seed).components)));
+}
 
 interface TrainState {
   step: number;
@@ -105,15 +117,18 @@ interface TrainState {
  * batch comes from a random stream forked by the step number, so a resumed run sees exactly
  * the batches an uninterrupted one would.
  */
-export async function trainBase(cfg: BaseTrainConfig, out: string, opts: { resume?: boolean; stopAfter?: number; threads?: number } = {}): Promise<TrainState> {
+export async function trainBase(cfg: BaseTrainConfig, out: string, opts: { resume?: boolean; stopAfter?: number; threads?: number; initFrom?: string } = {}): Promise<TrainState> {
   const t = cfg.train;
-  const task = createTask(cfg, t.seed);
+  await mkdir(out, { recursive: true });
+  // A run continued from a package keeps that fact beside its checkpoint, for resume and export.
+  const initFrom = opts.initFrom ?? (await readInitFrom(out));
+  if (initFrom) await writeFile(join(out, INIT_FROM), JSON.stringify({ package: initFrom }));
+  const task = await taskFor(cfg, initFrom);
   const { graph, params } = buildTrainingStep(task, t.batch);
   const session = await Session.create(graph.graph, { threads: opts.threads });
   const named = new Map([...params].map(([v, tensorValue]) => [v.name, tensorValue.data as Float32Array]));
   const adam = new AdamW(named, { lr: t.lr, weightDecay: t.weightDecay, maxGradNorm: t.maxGradNorm });
   const ema = new EMA(named, t.emaDecay);
-  await mkdir(out, { recursive: true });
   const state: TrainState = { step: 0, wallSeconds: 0, lastLoss: NaN };
   if (opts.resume && existsSync(join(out, CHECKPOINT))) Object.assign(state, await loadCheckpoint(join(out, CHECKPOINT), named, adam, ema));
 
@@ -191,7 +206,7 @@ export async function exportBaseModel(cfg: BaseTrainConfig, runDir: string, pack
   await file.close();
   // Every checkpoint key whose tensor a param came from gets the trained value back in the
   // checkpoint layout (a tensor shared by several keys goes under each of them).
-  const task = createTask(cfg, cfg.train.seed);
+  const task = await taskFor(cfg, await readInitFrom(runDir));
   const { origins, params } = buildTrainingStep(task, 1);
   // The EMA starts at the initial weights w0: after T steps it holds d^T w0 + (1 - d^T) x
   // (average of the trained weights). Removing the w0 part (as Adam corrects its moments)

@@ -15,6 +15,9 @@ import type { Value } from '../onnx/ir.js';
 import type { Rng } from '../tensor/rng.js';
 import { tensor, type HostTensor } from '../tensor/tensor.js';
 import type { ModelManifest } from '../engine/package.js';
+import { join } from 'node:path';
+import { castTensor } from '../tensor/half.js';
+import { readSafetensors } from '../tensor/safetensors.js';
 import { HarmonicaError } from '../util/errors.js';
 
 /** What a base-model training run needs to know about its model and data. */
@@ -46,9 +49,12 @@ export type TaskConfig = DitTaskConfig | PixArtTaskConfig;
 export const WEIGHTS = 'weights.safetensors';
 export const TEXT_ENCODER = 'text_encoder.safetensors';
 
-function ditTask(cfg: DitConfig, seed: number): TrainTask {
+/** Initial weights by package file name (to continue from a model package instead of from scratch). */
+export type InitialWeights = Record<string, Map<string, HostTensor>>;
+
+function ditTask(cfg: DitConfig, seed: number, initial?: InitialWeights): TrainTask {
   const model = createDenoiser('dit', cfg);
-  const weights = initDitWeights(cfg, seed, 1, true);
+  const weights = initial?.[WEIGHTS] ?? initDitWeights(cfg, seed, 1, true);
   return {
     model,
     components: { [WEIGHTS]: weights },
@@ -72,10 +78,10 @@ function ditTask(cfg: DitConfig, seed: number): TrainTask {
  * PixArt-alpha trained jointly with its small T5 encoder on captioned digits; a dropped
  * caption is the empty string (as the pipeline's default negative prompt).
  */
-function pixartTask(cfg: PixArtConfig, t5: T5Config, seed: number): TrainTask {
+function pixartTask(cfg: PixArtConfig, t5: T5Config, seed: number, initial?: InitialWeights): TrainTask {
   const model = createDenoiser('pixart', cfg);
-  const weights = initPixArtWeights(cfg, seed, 1, true);
-  const textWeights = initT5Weights(t5, seed + 1);
+  const weights = initial?.[WEIGHTS] ?? initPixArtWeights(cfg, seed, 1, true);
+  const textWeights = initial?.[TEXT_ENCODER] ?? initT5Weights(t5, seed + 1);
   const tokenizerJson = writeWordLevelTokenizer(CAPTION_WORDS);
   const tokenizer = TextTokenizer.fromJSON(tokenizerJson);
   const L = cfg.maxTokens;
@@ -118,6 +124,19 @@ function pixartTask(cfg: PixArtConfig, t5: T5Config, seed: number): TrainTask {
   };
 }
 
-export function createTask(cfg: TaskConfig, seed: number): TrainTask {
-  return cfg.family === 'dit' ? ditTask(cfg.model, seed) : pixartTask(cfg.model, cfg.textEncoder, seed);
+export function createTask(cfg: TaskConfig, seed: number, initial?: InitialWeights): TrainTask {
+  return cfg.family === 'dit' ? ditTask(cfg.model, seed, initial) : pixartTask(cfg.model, cfg.textEncoder, seed, initial);
+}
+
+/**
+ * The weights of a model package as float32 (one tensor object per key, so that parameters
+ * map back to their keys on export): training continues from them with a fresh optimizer.
+ */
+export async function packageWeights(dir: string, files: string[]): Promise<InitialWeights> {
+  const out: InitialWeights = {};
+  for (const file of files) {
+    const tensors = await readSafetensors(join(dir, file));
+    out[file] = new Map([...tensors].map(([k, t]) => [k, t.dtype === 'float32' ? t : castTensor(t, 'float32')]));
+  }
+  return out;
 }

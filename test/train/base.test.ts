@@ -96,4 +96,17 @@ describe('base-model trainer', () => {
     expect(r.report.notes).toMatchObject({ promptTruncated: false });
     expect(() => createTask({ ...pixart, textEncoder: { ...pixart.textEncoder, vocabSize: 50 } }, 1)).toThrow(/vocabSize must be 47/);
   });
+
+  it('continues from an exported package (fresh optimizer) and exports again', async () => {
+    const first = await mkdtemp(join(tmpdir(), 'train-i-'));
+    await trainBase(cfg, first, { threads: 1 });
+    await exportBaseModel(cfg, first, join(first, 'package'));
+    const second = await mkdtemp(join(tmpdir(), 'train-j-'));
+    await trainBase(cfg, second, { threads: 1, initFrom: join(first, 'package') });
+    const curve = await losses(second);
+    expect(curve[0]).toBeLessThan((await losses(first))[0]!); // starts from trained weights
+    await exportBaseModel(cfg, second, join(second, 'package'));
+    const engine = await Engine.open(join(second, 'package'), { threads: 1 });
+    expect((await engine.generate({ classLabel: 4 })).images).toHaveLength(1);
+  });
 });
