@@ -33,6 +33,8 @@ export type BaseTrainConfig = TaskConfig & {
     conditionDropout: number;
     seed: number;
     checkpointEvery: number;
+    /** Learning-rate schedule after warm-up (default constant). */
+    schedule?: 'constant' | 'cosine';
   };
   /** Defaults written into the model package. */
   sample: { sampler: string; steps: number; cfg: number };
@@ -92,6 +94,14 @@ export function trainingBatch(task: TrainTask, data: readonly Digit[], batch: nu
   return { ...feeds, ...noised(x0, batch, rng, ab) };
 }
 
+/** Linear warm-up, then constant or (schedule 'cosine') a cosine decay to 10% at the last step. */
+export function learningRate(t: BaseTrainConfig['train'], step: number): number {
+  const warm = Math.min(1, (step + 1) / Math.max(1, t.warmupSteps));
+  if (t.schedule !== 'cosine') return t.lr * warm;
+  const progress = Math.min(1, step / t.steps);
+  return t.lr * warm * (0.1 + 0.9 * 0.5 * (1 + Math.cos(Math.PI * progress)));
+}
+
 const CHECKPOINT = 'checkpoint.safetensors';
 const INIT_FROM = 'init-from.json';
 
@@ -143,7 +153,7 @@ export async function trainBase(cfg: BaseTrainConfig, out: string, opts: { resum
     const rng = new Rng(t.seed).fork(`step-${state.step}`);
     const results = await session.run({ ...feedsBase, ...trainingBatch(task, train, t.batch, rng, t.conditionDropout, ab) });
     const grads = new Map([...named.keys()].map((name) => [name, results[`grad/${name}`]!.data as Float32Array]));
-    adam.lr = t.lr * Math.min(1, (state.step + 1) / Math.max(1, t.warmupSteps));
+    adam.lr = learningRate(t, state.step);
     const { gradNorm } = adam.step(grads);
     ema.update(named);
     state.step++;
