@@ -36,14 +36,7 @@ export interface EvalOptions {
   device?: Device;
 }
 
-export interface EvalResult {
-  model: string;
-  steps: number;
-  sampler: string;
-  cfg: number;
-  cache: string;
-  n: number;
-  seed: number;
+export interface Scores {
   /** Fraction of samples the classifier labels as the requested class. */
   accuracy: number;
   /** Fréchet distance of the samples' classifier features to the held-out digits'. */
@@ -54,6 +47,16 @@ export interface EvalResult {
   /** Cached vs uncached samples of the same seeds (only with a cache policy). */
   psnr?: number;
   ssim?: number;
+}
+
+export interface EvalResult extends Scores {
+  model: string;
+  steps: number;
+  sampler: string;
+  cfg: number;
+  cache: string;
+  n: number;
+  seed: number;
   /** Mean cache usage ratio over the requests (only with a cache policy). */
   cur?: number;
   /** Mean theoretical speedup over the requests (only with a cache policy). */
@@ -134,15 +137,6 @@ export async function generateSamples(engine: Engine, requests: EvalRequest[], s
     progress?.tick(r.n);
   }
   return { samples, targets, cur: cur / requests.length, macSpeedup: macSpeedup / requests.length };
-}
-
-export interface Scores {
-  accuracy: number;
-  fid: number;
-  fidFloor: number;
-  isScore: number;
-  psnr?: number;
-  ssim?: number;
 }
 
 /** Classifier-based scores of samples, and their fidelity to a reference of the same seeds. */

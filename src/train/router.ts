@@ -212,16 +212,8 @@ export class RouterTrainer {
       const traj = await this.start(rng, sampler);
       for (let i = 1; i < T && update < updates; i++) {
         if (update % refresh === 0) await this.refreshLambda(seed + update);
-        const teacher = (await this.teacher.run(this.feeds(traj, sampler, i)))[stepNames.out]!;
-        const row = this.logits[i]!;
-        const out = await this.student.run({
-          ...this.feeds(traj, sampler, i), ...this.cacheFeeds(traj),
-          [routerNames.logits]: tensor('float32', [row.length], row),
-          [routerNames.teacher]: teacher,
-          [routerNames.lambda]: tensor('float32', [], [this.lambda[i]!]),
-          [routerNames.beta]: tensor('float32', [], [this.opts.beta]),
-        });
-        this.stepRow(i, out[routerNames.grad]!.data as Float32Array);
+        const row = [...this.logits[i]!]; // the row the student ran with, before the update
+        const out = await this.updateRow(traj, sampler, i, this.lambda[i]!);
         this.updateCache(traj, out, row, false);
         traj.x = sampler.step(i, traj.x, this.epsilon(out[stepNames.out]!));
         update++;
@@ -231,6 +223,25 @@ export class RouterTrainer {
       }
     }
     return this.artifact((performance.now() - started) / 1000, history);
+  }
+
+  /**
+   * One router update at step i: the teacher (full forward on the student's x_t), the
+   * student with row i and the current cache, and the AdamW step on the row.
+   */
+  private async updateRow(traj: Trajectory, sampler: Sampler, i: number, lambda: number): Promise<Record<string, HostTensor>> {
+    const feeds = this.feeds(traj, sampler, i);
+    const teacher = (await this.teacher.run(feeds))[stepNames.out]!;
+    const row = this.logits[i]!;
+    const out = await this.student.run({
+      ...feeds, ...this.cacheFeeds(traj),
+      [routerNames.logits]: tensor('float32', [row.length], row),
+      [routerNames.teacher]: teacher,
+      [routerNames.lambda]: tensor('float32', [], [lambda]),
+      [routerNames.beta]: tensor('float32', [], [this.opts.beta]),
+    });
+    this.stepRow(i, out[routerNames.grad]!.data as Float32Array);
+    return out;
   }
 
   /**
@@ -284,16 +295,7 @@ export class RouterTrainer {
       const traj: Trajectory = { x, conditions: { y: tensor('int64', [this.rows], y) }, caches: {} };
       await this.softStep(traj, sampler, k, this.logits[k]!.map(() => 40));
       const i = k + 1;
-      const teacher = (await this.teacher.run(this.feeds(traj, sampler, i)))[stepNames.out]!;
-      const row = this.logits[i]!;
-      const out = await this.student.run({
-        ...this.feeds(traj, sampler, i), ...this.cacheFeeds(traj),
-        [routerNames.logits]: tensor('float32', [row.length], row),
-        [routerNames.teacher]: teacher,
-        [routerNames.lambda]: tensor('float32', [], [1]),
-        [routerNames.beta]: tensor('float32', [], [this.opts.beta]),
-      });
-      this.stepRow(i, out[routerNames.grad]!.data as Float32Array);
+      const out = await this.updateRow(traj, sampler, i, 1);
       const dataLoss = (out[routerNames.dataLoss]!.data as Float32Array)[0]!;
       if ((update + 1) % 10 === 0) history.push({ update: update + 1, dataLoss, cur: this.cur() });
       progress?.tick(1, { loss: dataLoss, cur: this.cur() });
