@@ -4,7 +4,7 @@ import { once } from 'node:events';
 import protobuf from 'onnx-proto';
 import { DTYPES } from '../tensor/dtype.js';
 import { bytesOf, type HostTensor } from '../tensor/tensor.js';
-import type { Attr, Graph, Value } from './ir.js';
+import { nodeReads, type Attr, type Graph, type Node, type Value } from './ir.js';
 
 const { onnx } = protobuf;
 
@@ -45,13 +45,30 @@ function attribute(name: string, a: Attr, externalize?: Externalize): protobuf.o
   }
 }
 
+/**
+ * The nodes the graph's outputs depend on, and the values they read: a graph built from a
+ * whole model for a few outputs (e.g. a probe) is written without the rest.
+ */
+function live(graph: Graph): { nodes: Node[]; values: Set<Value> } {
+  const values = new Set<Value>(graph.outputs);
+  const nodes: Node[] = [];
+  for (let i = graph.nodes.length - 1; i >= 0; i--) {
+    const n = graph.nodes[i]!;
+    if (!n.outputs.some((o) => values.has(o))) continue;
+    nodes.push(n);
+    for (const v of nodeReads(n)) values.add(v);
+  }
+  return { nodes: nodes.reverse(), values };
+}
+
 function graphProto(graph: Graph, externalize?: Externalize): protobuf.onnx.IGraphProto {
+  const { nodes, values } = live(graph);
   return {
     name: graph.name,
     input: graph.inputs.map(valueInfo),
     output: graph.outputs.map(valueInfo),
-    initializer: [...graph.initializers].map(([v, t]) => tensorProto(v.name, t, externalize)),
-    node: graph.nodes.map((n) => ({
+    initializer: [...graph.initializers].filter(([v]) => values.has(v)).map(([v, t]) => tensorProto(v.name, t, externalize)),
+    node: nodes.map((n) => ({
       name: n.name,
       opType: n.op,
       input: n.inputs.map((v) => (v ? v.name : '')),

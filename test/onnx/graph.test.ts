@@ -86,3 +86,18 @@ describe('ONNX writer and sessions', () => {
     expect(out.y!.shape).toEqual([2, 3]);
   });
 });
+
+describe('writer pruning', () => {
+  it('writes only the nodes and weights the outputs need', async () => {
+    const b = new GraphBuilder('prune');
+    const x = b.input('x', 'float32', [2]);
+    const unused = b.initializer('unused', tensor('float32', [2], [1, 2]));
+    b.exp(b.mul(x, unused)); // dead branch
+    b.output(b.add(x, 1), 'y');
+    const proto = (await import('onnx-proto')).default.onnx.ModelProto.decode(serializeModel(b.graph));
+    expect(proto.graph!.node!.map((n) => n.opType)).toEqual(['Constant', 'Add']);
+    expect(proto.graph!.initializer).toHaveLength(0);
+    const s = await Session.create(b.graph, { threads: 1 });
+    expect(Array.from((await s.run({ x: tensor('float32', [2], [1, 2]) })).y!.data as Float32Array)).toEqual([2, 3]);
+  });
+});
