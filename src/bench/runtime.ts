@@ -1,6 +1,6 @@
 import { CachedExecutor, parsePolicy, type CachePolicy } from '../cache/index.js';
 import { trajectoryMacs } from '../cache/macs.js';
-import { storeMask } from '../cache/policy.js';
+import { staticSchedule, storeMask } from '../cache/policy.js';
 import { buildPlainStep } from '../cache/step-graph.js';
 import { ditDenoiser, type Denoiser } from '../models/denoiser.js';
 import type { DitConfig } from '../models/dit.js';
@@ -41,10 +41,10 @@ export interface RuntimeBenchResult {
   executorOverhead: number;
 }
 
-/** The masks a policy chooses over `steps` steps (static policies only). */
+/** The masks a static policy chooses over `steps` steps. */
 function policyMasks(policy: CachePolicy, model: Denoiser, steps: number): boolean[][] {
   policy.start({ steps, sampler: 'ddim', slots: model.slots, model: { id: 'bench', sha256: 'bench' } });
-  return Array.from({ length: steps }, (_, i) => (i === 0 ? model.slots.map(() => true) : policy.decide(i, {})));
+  return staticSchedule(policy, steps, model.slots.length);
 }
 
 /**

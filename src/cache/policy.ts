@@ -89,6 +89,14 @@ registerPolicy('none', (args) => {
 });
 
 /**
+ * The whole schedule of a started static policy: which slots compute at each step (the
+ * first step always computes everything: the cache is empty).
+ */
+export function staticSchedule(policy: CachePolicy, steps: number, slots: number): boolean[][] {
+  return Array.from({ length: steps }, (_, i) => (i === 0 ? new Array<boolean>(slots).fill(true) : policy.decide(i, {})));
+}
+
+/**
  * Which computed outputs must be kept for a static schedule: only those that a later step
  * reuses, i.e. where the next step does not compute the slot again.
  */

@@ -2,7 +2,7 @@ import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
 import { CachedExecutor, parsePolicy, type CachePolicy } from '../cache/index.js';
 import { macSpeedup } from '../cache/macs.js';
-import { storeMask } from '../cache/policy.js';
+import { staticSchedule, storeMask } from '../cache/policy.js';
 import { splitGuided, dropLearnedSigma, duplicateForCfg } from '../diffusion/cfg.js';
 import { createSampler, initialNoise } from '../diffusion/sampler.js';
 import { isOriginalDitLayout, originalDitToDiffusers } from '../models/checkpoints/dit.js';
@@ -200,7 +200,7 @@ export class Engine {
     const decisions: boolean[][] = [];
     // A static schedule tells up front which fresh outputs a later step reuses; only those
     // are copied out of ORT.
-    const schedule = policy.static ? Array.from({ length: req.steps }, (_, i) => (i === 0 ? slots.map(() => true) : policy.decide(i, {}))) : null;
+    const schedule = policy.static ? staticSchedule(policy, req.steps, slots.length) : null;
     const store = schedule ? storeMask(schedule) : null;
     for (let i = 0; i < req.steps; i++) {
       options.signal?.throwIfAborted();
