@@ -1,6 +1,7 @@
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { referenceOps } from '../helpers/reference.js';
 import { describe, expect, it } from 'vitest';
 import { buildPlainStep } from '../../src/cache/step-graph.js';
 import { originalDitToDiffusers } from '../../src/models/checkpoints/dit.js';
@@ -28,36 +29,11 @@ async function run(cfg: DitConfig, weights: Map<string, HostTensor>) {
 
 /** Naive float64 DiT forward (original facebookresearch semantics), reading diffusers keys. */
 function referenceDit(cfg: DitConfig, w: Map<string, HostTensor>, x: Float32Array, t: number[], y: number[]): Float64Array {
-  const get = (k: string) => Float64Array.from(w.get(k)!.data as Float32Array);
   const { hidden: d, patchSize: p, inChannels: C, inputSize: S, heads } = cfg;
   const g = S / p;
   const T = g * g;
   const outC = 2 * C;
-  const lin = (v: Float64Array, name: string, inF: number, outF: number) => {
-    const W = get(`${name}.weight`);
-    const bias = get(`${name}.bias`);
-    const rows = v.length / inF;
-    const o = new Float64Array(rows * outF);
-    for (let r = 0; r < rows; r++) for (let j = 0; j < outF; j++) {
-      let s = bias[j]!;
-      for (let i = 0; i < inF; i++) s += v[r * inF + i]! * W[j * inF + i]!;
-      o[r * outF + j] = s;
-    }
-    return o;
-  };
-  const silu = (v: Float64Array) => v.map((a) => a / (1 + Math.exp(-a)));
-  const gelu = (a: number) => 0.5 * a * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (a + 0.044715 * a ** 3)));
-  const ln = (v: Float64Array, eps: number) => {
-    const o = new Float64Array(v.length);
-    for (let r = 0; r < T; r++) {
-      let m = 0, q = 0;
-      for (let i = 0; i < d; i++) m += v[r * d + i]! / d;
-      for (let i = 0; i < d; i++) q += (v[r * d + i]! - m) ** 2 / d;
-      for (let i = 0; i < d; i++) o[r * d + i] = (v[r * d + i]! - m) / Math.sqrt(q + eps);
-    }
-    return o;
-  };
-  const modulate = (v: Float64Array, shift: Float64Array, scale: Float64Array) => v.map((a, k) => a * (1 + scale[k % d]!) + shift[k % d]!);
+  const { get, lin, silu, gelu, ln, modulate } = referenceOps(w, d);
   const result = new Float64Array(B * outC * S * S);
   for (let n = 0; n < B; n++) {
     // patch embedding + sin-cos position embedding (MAE: first half encodes the column)

@@ -1,3 +1,4 @@
+import { referenceOps } from '../helpers/reference.js';
 import { describe, expect, it } from 'vitest';
 import { CachedExecutor } from '../../src/cache/executor.js';
 import { buildPlainStep } from '../../src/cache/step-graph.js';
@@ -90,36 +91,11 @@ async function run(cfg: PixArtConfig, weights: Map<string, HostTensor>, f: Recor
 
 /** Naive float64 forward of diffusers' PixArtTransformer2DModel (ada_norm_single blocks), one sample at a time. */
 function referencePixArt(cfg: PixArtConfig, w: Map<string, HostTensor>, f: Record<string, HostTensor>): Float64Array {
-  const get = (k: string) => Float64Array.from(w.get(k)!.data as Float32Array);
   const data = (k: string) => f[k]!.data as Float32Array;
   const { hidden: d, patchSize: p, inChannels: C, sampleSize: S, heads, outChannels: outC, maxTokens: L, captionChannels: E } = cfg;
   const g = S / p;
   const T = g * g;
-  const lin = (v: Float64Array, name: string, inF: number, outF: number) => {
-    const W = get(`${name}.weight`);
-    const bias = get(`${name}.bias`);
-    const rows = v.length / inF;
-    const o = new Float64Array(rows * outF);
-    for (let r = 0; r < rows; r++) for (let j = 0; j < outF; j++) {
-      let s = bias[j]!;
-      for (let i = 0; i < inF; i++) s += v[r * inF + i]! * W[j * inF + i]!;
-      o[r * outF + j] = s;
-    }
-    return o;
-  };
-  const silu = (v: Float64Array) => v.map((a) => a / (1 + Math.exp(-a)));
-  const gelu = (a: number) => 0.5 * a * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (a + 0.044715 * a ** 3)));
-  const ln = (v: Float64Array, eps: number) => {
-    const o = new Float64Array(v.length);
-    for (let r = 0; r < v.length / d; r++) {
-      let m = 0, q = 0;
-      for (let i = 0; i < d; i++) m += v[r * d + i]! / d;
-      for (let i = 0; i < d; i++) q += (v[r * d + i]! - m) ** 2 / d;
-      for (let i = 0; i < d; i++) o[r * d + i] = (v[r * d + i]! - m) / Math.sqrt(q + eps);
-    }
-    return o;
-  };
-  const modulate = (v: Float64Array, shift: Float64Array, scale: Float64Array) => v.map((a, k) => a * (1 + scale[k % d]!) + shift[k % d]!);
+  const { get, lin, silu, gelu, ln, modulate } = referenceOps(w, d);
   /** Multi-head attention of queries xq [Tq, d] over context [Tk, d], with an additive bias per key. */
   const attend = (xq: Float64Array, ctx: Float64Array, prefix: string, bias: Float64Array) => {
     const q = lin(xq, `${prefix}.to_q`, d, d), k = lin(ctx, `${prefix}.to_k`, d, d), v = lin(ctx, `${prefix}.to_v`, d, d);
