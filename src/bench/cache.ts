@@ -7,7 +7,7 @@ import { TEACACHE_FILE } from '../cache/teacache.js';
 import type { RouterArtifact } from '../cache/router.js';
 import { Engine } from '../engine/engine.js';
 import { CLASSIFIER_DIR, DigitClassifier } from '../eval/classifier.js';
-import { checkEvaluable, DEFAULT_EVAL_BATCH, generateSamples, planRequests, scoreSamples, type SampleSet, type Scores } from '../eval/run.js';
+import { checkEvaluable, DEFAULT_EVAL_BATCH, generateSamples, planRequests, requestConditioning, scoreSamples, type SampleSet, type Scores } from '../eval/run.js';
 import { Progress } from '../util/progress.js';
 import { median } from './timing.js';
 
@@ -23,6 +23,9 @@ export interface CacheBenchRow {
   fidFloor: number;
   isScore: number;
   accuracy: number;
+  /** Text models only: size and place accuracy against the caption. */
+  positionAccuracy?: number;
+  sizeAccuracy?: number;
   psnr: number | null;
   ssim: number | null;
 }
@@ -115,7 +118,7 @@ export async function benchCache(opts: { model: string; steps?: number; n: numbe
     training.push({ method: a.method, seconds: Number(t.seconds ?? NaN), peakRssMb: typeof t.peakRssMb === 'number' ? t.peakRssMb : null, updates: Number(t.updates ?? NaN) });
   }
 
-  const requests = planRequests(opts.n, DEFAULT_EVAL_BATCH, seed);
+  const requests = planRequests(opts.n, DEFAULT_EVAL_BATCH, seed, engine.model.conditioning === 'text');
   const classifier = await DigitClassifier.load(CLASSIFIER_DIR, { threads: opts.threads });
   const progress = new Progress(`bench cache ${engine.id}`, opts.n * variants.length, 'images');
   const setting = (v: Variant) => ({ steps: v.steps, sampler: d.sampler, cfg: d.cfg, cache: v.cache });
@@ -127,13 +130,13 @@ export async function benchCache(opts: { model: string; steps?: number; n: numbe
   }
   await classifier.release();
 
-  // Speed: the same request (one class, DEFAULT_EVAL_BATCH images) per variant, interleaved.
+  // Speed: the same request (one of the planned ones, DEFAULT_EVAL_BATCH images) per variant, interleaved.
   const times = variants.map(() => [] as number[]);
   const runs = opts.timingRuns ?? 5;
   for (let r = 0; r <= runs; r++) {
     for (const [i, v] of variants.entries()) {
       const t0 = performance.now();
-      await engine.generate({ ...setting(v), classLabel: r % 10, seed: 1000 + r, n: DEFAULT_EVAL_BATCH });
+      await engine.generate({ ...setting(v), ...requestConditioning(engine, requests[r % requests.length]!), seed: 1000 + r, n: DEFAULT_EVAL_BATCH });
       if (r > 0) times[i]!.push(performance.now() - t0); // round 0 warms every session up
     }
   }
@@ -146,6 +149,7 @@ export async function benchCache(opts: { model: string; steps?: number; n: numbe
     return {
       method: v.method, setting: v.setting, cur: round(set.cur), macSpeedup: round(macSpeedup), measuredSpeedup: round(baseMs / median(times[i]!)),
       fid: round(scores.fid), fidFloor: round(scores.fidFloor), isScore: round(scores.isScore), accuracy: round(scores.accuracy),
+      ...(scores.positionAccuracy === undefined ? {} : { positionAccuracy: round(scores.positionAccuracy), sizeAccuracy: round(scores.sizeAccuracy!) }),
       psnr: scores.psnr === undefined ? null : round(scores.psnr), ssim: scores.ssim === undefined ? null : round(scores.ssim),
     };
   });

@@ -18,17 +18,17 @@ interface EvalCliOptions {
   json?: boolean;
 }
 
-/** `harmonica eval`: sample quality (and cache fidelity) of a class-conditional model. */
+/** `harmonica eval`: sample quality (and cache fidelity) of an MNIST model, class- or text-conditional. */
 export function registerEval(program: Command): void {
   program
     .command('eval')
-    .description('evaluate a class-conditional MNIST model: class accuracy, FID (with its real-vs-real floor), IS; with --cache also PSNR/SSIM against uncached samples and the cache usage ratio')
+    .description('evaluate an MNIST model: digit accuracy, FID (with its real-vs-real floor), IS, for text models also position and size accuracy against the caption; with --cache also PSNR/SSIM against uncached samples and the cache usage ratio')
     .requiredOption('--model <package>', 'bundled model name or package directory')
     .option('--steps <n>', 'denoising steps (default: the model\'s)', int)
     .option('--sampler <name>', 'ddim | dpmpp (default: the model\'s)')
     .option('--cfg <scale>', 'classifier-free guidance scale (1 = off)', Number)
     .option('--cache <policy>', 'none | fora:N | router:<file>[@tau]', 'none')
-    .option('--n <n>', 'samples (classes round-robin)', int, 1000)
+    .option('--n <n>', 'samples (classes round-robin; text models: captions of those classes at every size and place)', int, 1000)
     .option('--seed <n>', 'seed from which the request seeds derive', int, 0)
     .option('--batch <n>', 'images per generation request', int, DEFAULT_EVAL_BATCH)
     .option('--classifier <dir>', 'classifier directory (default: the bundled one)')

@@ -81,6 +81,31 @@ export function renderDigit(digit: Digit, size: DigitSize, place: number, out = 
   return out;
 }
 
+/**
+ * The inverse of renderDigit: the box of (size, place) resampled back into the 32x32 frame of
+ * toModelImage (a 28x28 digit with a 2-pixel border), so the MNIST classifier can read a digit
+ * drawn anywhere on the canvas. Pixels outside the canvas are background (-1).
+ */
+export function cropDigit(image: Float32Array, size: DigitSize, place: number, out = new Float32Array(PADDED_SIDE * PADDED_SIDE), offset = 0): Float32Array {
+  const { x: ox, y: oy, side } = boxOrigin(size, place);
+  const pad = (PADDED_SIDE - MNIST_SIDE) / 2;
+  const step = side / MNIST_SIDE;
+  const at = (x: number, y: number) => (x < 0 || y < 0 || x >= CANVAS || y >= CANVAS ? -1 : image[y * CANVAS + x]!);
+  for (let y = 0; y < PADDED_SIDE; y++) {
+    for (let x = 0; x < PADDED_SIDE; x++) {
+      // Centre of the MNIST pixel, in canvas coordinates.
+      const cx = (x - pad + 0.5) * step + ox - 0.5;
+      const cy = (y - pad + 0.5) * step + oy - 0.5;
+      const x0 = Math.floor(cx);
+      const y0 = Math.floor(cy);
+      const fx = cx - x0;
+      const fy = cy - y0;
+      out[offset + y * PADDED_SIDE + x] = (1 - fy) * ((1 - fx) * at(x0, y0) + fx * at(x0 + 1, y0)) + fy * ((1 - fx) * at(x0, y0 + 1) + fx * at(x0 + 1, y0 + 1));
+    }
+  }
+  return out;
+}
+
 export interface CaptionedSample extends Layout {
   caption: string;
   image: Float32Array;

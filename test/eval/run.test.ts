@@ -4,7 +4,13 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { writeModelPackage } from '../../src/engine/package.js';
 import { saveClassifier, trainClassifier } from '../../src/eval/classifier.js';
-import { evaluate, planRequests } from '../../src/eval/run.js';
+import { CAPTION_WORDS, measureLayout, PLACES, randomCaptionedSample } from '../../src/data/captions.js';
+import { splitMnist } from '../../src/data/mnist.js';
+import { DigitClassifier } from '../../src/eval/classifier.js';
+import { accuracy } from '../../src/eval/metrics.js';
+import { evaluate, planRequests, readCanvases } from '../../src/eval/run.js';
+import { Rng } from '../../src/tensor/rng.js';
+import { tinyPixArtPackage } from '../helpers/packages.js';
 import { initDitWeights } from '../../src/models/dit-init.js';
 import { TINY_DIT } from '../helpers/dit-checkpoint.js';
 import { tinyMnistDitPackage } from './helpers.js';
@@ -21,6 +27,35 @@ describe('planRequests', () => {
     expect(planRequests(23, 2, 5)).toEqual(plan);
     expect(planRequests(23, 2, 6)[0]!.seed).not.toBe(plan[0]!.seed);
     expect(() => planRequests(20, 9, 0)).toThrow(/batch/);
+  });
+
+  it('gives text models captions that state the digit, a size and a place, covering every layout', () => {
+    const plan = planRequests(360, 2, 5, true);
+    expect(plan.map((r) => r.classLabel)).toEqual(planRequests(360, 2, 5).map((r) => r.classLabel));
+    for (const r of plan) {
+      expect(r.layout!.label).toBe(r.classLabel);
+      expect(r.prompt).toMatch(new RegExp(`(${r.classLabel}|${['zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine'][r.classLabel]})`));
+      expect(r.prompt).toMatch(r.layout!.size === 'small' ? /small|tiny|little/ : /large|big|huge/);
+    }
+    expect(new Set(plan.map((r) => `${r.layout!.size}/${r.layout!.place}`)).size).toBe(2 * PLACES.length);
+  });
+});
+
+describe('reading text-model canvases', () => {
+  it('finds real digits drawn at any size and place, and the classifier reads them cropped back', async () => {
+    const { heldOut } = splitMnist();
+    const rng = new Rng(4);
+    const samples = Array.from({ length: 300 }, () => randomCaptionedSample(heldOut, rng));
+    const canvases = new Float32Array(samples.length * 1024);
+    samples.forEach((s, i) => canvases.set(s.image, i * 1024));
+    const { layouts, digits } = readCanvases(canvases, samples.length);
+    expect(layouts.filter((l, i) => l.place === samples[i]!.place && l.size === samples[i]!.size).length / samples.length).toBeGreaterThan(0.97);
+    expect(layouts[0]).toEqual((({ size, place }) => ({ size, place }))(measureLayout(samples[0]!.image)));
+    const classifier = await DigitClassifier.load(undefined, { threads: 1 });
+    const labels = (await classifier.classify(digits, samples.length)).labels;
+    await classifier.release();
+    // Small digits lose detail at 9 px; the read-back still keeps most of them legible.
+    expect(accuracy(labels, samples.map((s) => s.label))).toBeGreaterThan(0.9);
   });
 });
 
@@ -64,5 +99,16 @@ describe('evaluate', () => {
       defaults: { sampler: 'ddim', steps: 2, cfg: 1 },
     }, initDitWeights({ ...TINY_DIT, inChannels: 1 }, 2, 0.8))).dir;
     await expect(evaluate({ model: small, n: 10, classifier, threads: 1 })).rejects.toThrow(/1x32x32/);
+  });
+
+  it('scores a text model for digit, position and size against its captions', async () => {
+    const text = (await tinyPixArtPackage(5, 'tiny-mnist-pixart', { sampleSize: 32, patchSize: 8, words: CAPTION_WORDS })).dir;
+    const r = await evaluate({ model: text, n: 20, batch: 4, steps: 2, seed: 1, classifier, threads: 1 });
+    expect(r).toMatchObject({ model: 'tiny-mnist-pixart', n: 20, steps: 2, sampler: 'dpmpp' });
+    for (const key of ['accuracy', 'positionAccuracy', 'sizeAccuracy'] as const) {
+      expect(r[key]).toBeGreaterThanOrEqual(0);
+      expect(r[key]).toBeLessThanOrEqual(1);
+    }
+    expect(r.fid).toBeGreaterThan(r.fidFloor);
   });
 });

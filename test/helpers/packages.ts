@@ -28,15 +28,15 @@ export async function tinyDitPackage(seed = 3, id = 'tiny-dit', config: DitConfi
 export const TINY_WORDS = ['a', 'small', 'large', 'seven', 'one', 'digit', 'in', 'the', 'top', 'left', 'corner', 'center'];
 
 /** A pixel-space PixArt-alpha like pixart-mnist, tiny, with a tiny T5 and a word-level tokenizer. */
-export async function tinyPixArtPackage(seed = 5, id = 'tiny-pixart'): Promise<ModelPackage> {
+export async function tinyPixArtPackage(seed = 5, id = 'tiny-pixart', shape: { sampleSize: number; patchSize: number; words: string[] } = { sampleSize: 8, patchSize: 2, words: TINY_WORDS }): Promise<ModelPackage> {
   const dir = await mkdtemp(join(tmpdir(), `${id}-`));
-  const tokenizer = writeWordLevelTokenizer(TINY_WORDS);
+  const tokenizer = writeWordLevelTokenizer(shape.words);
   const t5: T5Config = {
-    vocabSize: TINY_WORDS.length + 3, dModel: 16, dKv: 4, dFf: 32, numLayers: 1, numHeads: 4,
+    vocabSize: shape.words.length + 3, dModel: 16, dKv: 4, dFf: 32, numLayers: 1, numHeads: 4,
     relativeAttentionNumBuckets: 8, relativeAttentionMaxDistance: 16, layerNormEpsilon: 1e-6, feedForwardProj: 'gated-gelu', maxLength: 8,
   };
   const config: PixArtConfig = {
-    sampleSize: 8, patchSize: 2, inChannels: 1, outChannels: 2, hidden: 32, depth: 2, heads: 4, mlpRatio: 4,
+    sampleSize: shape.sampleSize, patchSize: shape.patchSize, inChannels: 1, outChannels: 2, hidden: 32, depth: 2, heads: 4, mlpRatio: 4,
     captionChannels: t5.dModel, maxTokens: t5.maxLength, interpolationScale: 1, useAdditionalConditions: false, normEps: 1e-6,
   };
   const t5Json = {
