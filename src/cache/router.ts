@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { HarmonicaError } from '../util/errors.js';
 import { registerPolicy, type CachePolicy, type PolicyContext } from './policy.js';
 
@@ -77,6 +78,22 @@ export class RouterPolicy implements CachePolicy {
   }
 }
 
+/** Routers a model package ships: `<package>/routers/<name>.json`. */
+export function packageRouterPath(modelDir: string, name: string): string {
+  return join(modelDir, 'routers', `${name}.json`);
+}
+
+/**
+ * `router:<name>[@tau]` names one of the package's routers; a spec that names a file (a path
+ * or a .json name) or another policy is returned as it is.
+ */
+export function resolveRouterSpec(spec: string, modelDir: string): string {
+  const m = /^router:([\w][\w.-]*?)(@[^@]*)?$/.exec(spec);
+  if (!m || m[1]!.endsWith('.json')) return spec;
+  const path = packageRouterPath(modelDir, m[1]!);
+  return existsSync(path) ? `router:${path}${m[2] ?? ''}` : spec;
+}
+
 export function loadRouter(path: string, tau?: number): RouterPolicy {
   let json: unknown;
   try {
@@ -90,7 +107,7 @@ export function loadRouter(path: string, tau?: number): RouterPolicy {
 registerPolicy('router', (args) => {
   const at = args.lastIndexOf('@');
   const path = at < 0 ? args : args.slice(0, at);
-  if (!path) throw new HarmonicaError('UNKNOWN_POLICY', 'router policy needs a file: router:<file>[@tau]');
+  if (!path) throw new HarmonicaError('UNKNOWN_POLICY', 'router policy needs a router: router:<name or file>[@tau]');
   const tau = at < 0 ? undefined : Number(args.slice(at + 1));
   if (tau !== undefined && !(tau > 0 && tau < 1)) throw new HarmonicaError('UNKNOWN_POLICY', `router tau must be in (0, 1), got "${args.slice(at + 1)}"`);
   return loadRouter(path, tau);

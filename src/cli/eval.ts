@@ -27,7 +27,7 @@ export function registerEval(program: Command): void {
     .option('--steps <n>', 'denoising steps (default: the model\'s)', int)
     .option('--sampler <name>', 'ddim | dpmpp (default: the model\'s)')
     .option('--cfg <scale>', 'classifier-free guidance scale (1 = off)', Number)
-    .option('--cache <policy>', 'none | fora:N | router:<file>[@tau]', 'none')
+    .option('--cache <policy>', 'none | fora:N | delta-dit:b,k[,N] | teacache:T | first-block:T | router:<name or file>[@tau]', 'none')
     .option('--n <n>', 'samples (classes round-robin; text models: captions of those classes at every size and place)', int, 1000)
     .option('--seed <n>', 'seed from which the request seeds derive', int, 0)
     .option('--batch <n>', 'images per generation request', int, DEFAULT_EVAL_BATCH)

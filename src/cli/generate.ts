@@ -42,7 +42,7 @@ export function registerGenerate(program: Command): void {
     .option('--steps <n>', 'denoising steps (default: the model\'s)', int)
     .option('--sampler <name>', 'ddim | dpmpp (default: the model\'s)')
     .option('--cfg <scale>', 'classifier-free guidance scale (1 = off)', Number)
-    .option('--cache <policy>', 'none | fora:N | delta-dit:b,k[,N] | teacache:T | first-block:T | router:<file>[@tau]', 'none')
+    .option('--cache <policy>', 'none | fora:N | delta-dit:b,k[,N] | teacache:T | first-block:T | router:<name or file>[@tau] (a name picks one of the package\'s routers/)', 'none')
     .option('--seed <n>', 'random seed', int, 0)
     .option('--n <n>', 'images', int, 1)
     .option('--out <file>', 'PNG file (several images get -0, -1, ...)', 'out.png')

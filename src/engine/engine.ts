@@ -1,6 +1,7 @@
 import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
 import { CachedExecutor, parsePolicy, type CachePolicy } from '../cache/index.js';
+import { resolveRouterSpec } from '../cache/router.js';
 import { macSpeedup } from '../cache/macs.js';
 import { staticSchedule, storeMask } from '../cache/policy.js';
 import { splitGuided, dropLearnedSigma, duplicateForCfg } from '../diffusion/cfg.js';
@@ -45,6 +46,8 @@ export interface StepEvent {
   ms: number;
   computed: number;
   reused: number;
+  /** Which slots computed at this step, in slot order (the row of the report's decisions). */
+  decisions: readonly boolean[];
 }
 
 /** A request with every default filled in. */
@@ -156,7 +159,7 @@ export class Engine {
     const d = this.pkg.manifest.defaults;
     const r: ResolvedRequest = {
       classLabel: req.classLabel, prompt: req.prompt, negativePrompt: req.negativePrompt,
-      steps: req.steps ?? d.steps, sampler: req.sampler ?? d.sampler, cfg: req.cfg ?? d.cfg, seed: req.seed ?? 0, n: req.n ?? 1, cache: req.cache ?? 'none',
+      steps: req.steps ?? d.steps, sampler: req.sampler ?? d.sampler, cfg: req.cfg ?? d.cfg, seed: req.seed ?? 0, n: req.n ?? 1, cache: resolveRouterSpec(req.cache ?? 'none', this.pkg.dir),
     };
     const bad = (msg: string) => new HarmonicaError('BAD_INPUT', msg);
     this.conditioning.validate(r);
@@ -217,7 +220,7 @@ export class Engine {
       stepsMs.push(ms);
       decisions.push(computed);
       const nComputed = computed.filter(Boolean).length;
-      options.onStep?.({ step: i + 1, total: req.steps, ms, computed: nComputed, reused: slots.length - nComputed });
+      options.onStep?.({ step: i + 1, total: req.steps, ms, computed: nComputed, reused: slots.length - nComputed, decisions: computed });
     }
     const images = await this.decode(x, req.n);
     const totalMs = performance.now() - start;

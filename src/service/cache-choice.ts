@@ -1,14 +1,11 @@
-import { join } from 'node:path';
+import { packageRouterPath as routerPath } from '../cache/router.js';
 import { HarmonicaError } from '../util/errors.js';
 import type { CacheChoice } from './job.js';
 
 /** Router names are file names inside the model package's routers/: no paths from the network. */
 const ROUTER_NAME = /^[\w][\w.-]*$/;
 
-/** Routers a model package ships: `routers/<name>.json`. */
-export function routerPath(modelDir: string, name: string): string {
-  return join(modelDir, 'routers', `${name}.json`);
-}
+export { packageRouterPath as routerPath } from '../cache/router.js';
 
 /**
  * The engine's `--cache` spec for a request's cache choice. The API and the worker both call

@@ -1,4 +1,4 @@
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -66,6 +66,19 @@ describe('engine (tiny pixel-space DiT)', () => {
     await expect(engine.generate({ classLabel: 0, cache: `router:${join(dir, 'steps.json')}` })).rejects.toThrow(/trained for 4 steps, the request has 6/);
     const ok = await engine.generate({ classLabel: 0, cache: `router:${join(dir, 'ok.json')}` });
     expect(ok.report.cur).toBe(0); // sigmoid(0) = 0.5 > 0.1: everything computes
+  });
+
+  it('finds a router the package ships by its name', async () => {
+    await mkdir(join(engine.pkg.dir, 'routers'), { recursive: true });
+    const logits = Array.from({ length: 6 }, (_, step) => engine.model.slots.map(() => (step === 0 ? 5 : -5)));
+    await writeFile(join(engine.pkg.dir, 'routers', 'all-reuse.json'), JSON.stringify({
+      format: ROUTER_FORMAT, method: 'harmonica', model: { id: engine.id, sha256: engine.pkg.sha256 }, sampler: 'ddim', steps: 6, cfgScale: 1.5,
+      sublayers: engine.model.slots.map((s) => s.name), logits, tau: 0.1,
+    }));
+    const named = await engine.generate({ classLabel: 0, cache: 'router:all-reuse' });
+    expect(named.report.cur).toBeCloseTo(5 / 6, 12);
+    expect(engine.resolve({ classLabel: 0, cache: 'router:all-reuse@0.2' }).cache).toBe(`router:${join(engine.pkg.dir, 'routers', 'all-reuse.json')}@0.2`);
+    await expect(engine.generate({ classLabel: 0, cache: 'router:no-such-router' })).rejects.toThrow(/cannot read router no-such-router/);
   });
 });
 
