@@ -4,6 +4,7 @@ import { jobRoutes } from './jobs.js';
 import { modelRoutes } from './models.js';
 import { openaiRoutes } from './openai.js';
 import { opsRoutes } from './ops.js';
+import { playgroundRoutes } from './playground.js';
 import { SHARED_SCHEMAS } from './schemas.js';
 
 /** Every route group; buildApp and the OpenAPI writer both register exactly this. */
@@ -14,4 +15,5 @@ export const routes: FastifyPluginAsyncTypebox = async (app) => {
   await app.register(modelRoutes);
   await app.register(opsRoutes);
   await app.register(openaiRoutes);
+  await app.register(playgroundRoutes);
 };

@@ -24,7 +24,9 @@ export const jobRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get('/jobs/:id/events', {
     schema: {
       summary: 'Server-sent events of a job: queued, started, progress, completed | failed | canceled',
-      description: 'Event ids increase by one from 1; reconnect with Last-Event-ID to resume. Comment lines are heartbeats.',
+      description: 'Event ids increase by one from 1; reconnect with Last-Event-ID to resume. Comment lines are heartbeats. '
+        + 'A progress event\'s data is {step, total, step_ms, computed, reused, mask}: mask has one character per sublayer '
+        + '(GET /models lists them in order), 1 computed and 0 reused at that step. completed carries {images, report}; failed and canceled {code, message}.',
       params: JobParams,
       headers: EventsHeaders,
       response: { 200: { description: 'text/event-stream', content: { 'text/event-stream': { schema: Type.String() } } }, ...problems(404) },

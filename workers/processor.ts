@@ -4,7 +4,7 @@ import { encodeImage } from '../src/engine/image.js';
 import { cacheSpec } from '../src/service/cache-choice.js';
 import type { ModelCatalog } from '../src/service/catalog.js';
 import type { EventLog } from '../src/service/events.js';
-import { CANCELED, CONTENT_TYPES, failureReason, type GenerateJobData, type GenerateJobResult, type JobReport } from '../src/service/job.js';
+import { CANCELED, CONTENT_TYPES, decisionMask, failureReason, type GenerateJobData, type GenerateJobResult, type JobReport } from '../src/service/job.js';
 import type { Metrics } from '../src/service/metrics.js';
 import type { ResultStore } from '../src/service/results.js';
 import { HarmonicaError } from '../src/util/errors.js';
@@ -54,7 +54,8 @@ export function createProcessor(deps: ProcessorDeps) {
     const onStep = (e: StepEvent) => {
       firstStepMs ??= ms(taken);
       deps.metrics.stepDuration.observe(labels, e.ms / 1000);
-      const progress = { step: e.step, total: e.total, step_ms: e.ms, computed: e.computed, reused: e.reused };
+      // mask: one '1' (computed) or '0' (reused) per sublayer, in the order GET /models lists them.
+      const progress = { step: e.step, total: e.total, step_ms: e.ms, computed: e.computed, reused: e.reused, mask: decisionMask(e.decisions) };
       writes = writes
         .then(() => Promise.all([job.updateProgress(progress), deps.events.append(id, 'progress', progress)]))
         .then(() => {}, (err: unknown) => log.warn({ err }, 'progress write failed'));

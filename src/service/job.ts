@@ -55,6 +55,14 @@ export interface JobReport {
   notes: Record<string, unknown>;
 }
 
+/**
+ * One step's cache decisions as a string, one character per sublayer in slot order: '1'
+ * computed, '0' reused. Progress events and router views carry it: compact in JSON and SSE.
+ */
+export function decisionMask(decisions: readonly boolean[]): string {
+  return decisions.map((computed) => (computed ? '1' : '0')).join('');
+}
+
 /** BullMQ's return value: the images themselves are in Redis under Keys.image. */
 export interface GenerateJobResult {
   images: { index: number; content_type: string; bytes: number }[];

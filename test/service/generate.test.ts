@@ -41,6 +41,8 @@ describe('POST /generate', () => {
     const progress = events.filter((e) => e.event === 'progress').map((e) => e.data);
     expect(progress.map((p) => p.step)).toEqual([1, 2, 3, 4]);
     expect(progress.map((p) => [p.computed, p.reused])).toEqual([[4, 0], [0, 4], [4, 0], [0, 4]]);
+    // One character per sublayer, in the order GET /models lists them: 1 computed, 0 reused.
+    expect(progress.map((p) => p.mask)).toEqual(['1111', '0000', '1111', '0000']);
     for (const p of progress) expect(p).toMatchObject({ total: 4, step_ms: expect.any(Number) });
     const completed = events.at(-1)!.data as { images: { url: string }[]; report: Record<string, unknown> };
     expect(completed.images.map((i) => i.url)).toEqual([`/jobs/${jobId}/images/0`, `/jobs/${jobId}/images/1`]);
@@ -124,7 +126,7 @@ describe('operations', () => {
   it('/readyz is ready with a worker; /models lists the model', async () => {
     expect((await stack.app.inject({ method: 'GET', url: '/readyz' })).json()).toEqual({ status: 'ready', workers: 1 });
     const models = (await stack.app.inject({ method: 'GET', url: '/models' })).json();
-    expect(models.models[0]).toMatchObject({ id: 'tiny-dit', conditioning: 'class', image_shape: [1, 8, 8], routers: ['good'] });
+    expect(models.models[0]).toMatchObject({ id: 'tiny-dit', conditioning: 'class', image_shape: [1, 8, 8], routers: ['good'], sublayers: ['blocks.0.attn', 'blocks.0.mlp', 'blocks.1.attn', 'blocks.1.mlp'] });
     expect(models.policies).toContain('fora');
   });
 });

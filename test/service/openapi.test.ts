@@ -10,7 +10,7 @@ describe('openapi.yaml', () => {
 
   it('documents every route', async () => {
     const doc = await openapiDocument();
-    for (const path of ['/generate', '/jobs/{id}', '/jobs/{id}/events', '/jobs/{id}/images/{n}', '/jobs/{id}/cancel', '/models', '/healthz', '/readyz', '/metrics', '/docs', '/v1/images/generations']) {
+    for (const path of ['/generate', '/jobs/{id}', '/jobs/{id}/events', '/jobs/{id}/images/{n}', '/jobs/{id}/cancel', '/models', '/models/{model}/routers/{router}', '/healthz', '/readyz', '/metrics', '/docs', '/v1/images/generations']) {
       expect(doc).toContain(`  ${path}:\n`);
     }
   });
