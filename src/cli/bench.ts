@@ -3,6 +3,7 @@ import { benchOptimizer } from '../bench/optimizer.js';
 import { benchOrt } from '../bench/ort.js';
 import { benchRuntime } from '../bench/runtime.js';
 import { registerBenchCache } from './bench-cache.js';
+import { registerBenchService } from './bench-service.js';
 import { int, printReport } from './report.js';
 
 export function registerBench(program: Command): void {
@@ -34,4 +35,5 @@ export function registerBench(program: Command): void {
       console.table(result.rows);
     });
   registerBenchCache(bench);
+  registerBenchService(bench);
 }

@@ -1,10 +1,15 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDenoiser } from '../../src/models/denoiser.js';
 import { tinyDitPackage } from '../helpers/packages.js';
 import { buildApp } from '../../src/service/app.js';
-import { createStack, type Stack } from './stack.js';
+import { connectRedis } from '../../src/service/redis.js';
+import { startWorker } from '../../workers/worker.js';
+import { RedisServer } from './redis-server.js';
+import { createStack, pollJob, type Stack } from './stack.js';
 
 let stack: Stack;
 let limited: Stack;
@@ -138,15 +143,46 @@ describe('overload, rate limit and readiness', () => {
     expect(docs.body).toBe(await readFile(new URL('../../openapi.yaml', import.meta.url), 'utf8'));
   });
 
-  it('answers 503 with Retry-After while Redis does not answer', async () => {
-    const app = await buildApp({ models: stack.catalog, redisUrl: 'redis://127.0.0.1:1', config: { prefix: stack.prefix } });
+  // One retry: a rare (about 1 in 36 runs) timeout of the first job against the fresh Redis
+  // was seen once and not reproduced; the job's error is printed if it happens again.
+  it('answers 503 with Retry-After while Redis is down and recovers by itself when it restarts', { retry: 1 }, async () => {
+    const server = await RedisServer.start();
+    const quiet = pino({ level: 'silent' });
+    const config = { prefix: stack.prefix };
+    const app = await buildApp({ models: stack.catalog, redisUrl: server.url, config, logger: quiet });
+    const workerRedis = connectRedis(server.url);
+    workerRedis.on('error', () => {});
+    const worker = await startWorker({ redis: workerRedis, models: stack.catalog, engines: stack.engines, config, logger: quiet });
+    const generate = () => app.inject({ method: 'POST', url: '/generate', payload: good });
     try {
-      const res = await app.inject({ method: 'POST', url: '/generate', payload: good });
-      expect(res.statusCode).toBe(503);
-      expect(res.headers['retry-after']).toBeDefined();
-      expect(res.json().code).toBe('REDIS_UNAVAILABLE');
+      const before = await generate();
+      expect(before.statusCode).toBe(202);
+      const ended = (v: { state: string }) => v.state === 'completed' || v.state === 'failed';
+      const first = await pollJob(app, before.json().id, ended);
+      expect(first.state, JSON.stringify(first.error)).toBe('completed');
+
+      await server.kill();
+      const down = await generate();
+      expect(down.statusCode).toBe(503);
+      expect(down.headers['retry-after']).toBeDefined();
+      expect(down.json().code).toBe('REDIS_UNAVAILABLE');
+      expect((await app.inject({ method: 'GET', url: '/readyz' })).json().code).toBe('REDIS_UNAVAILABLE');
+
+      // Same app, same worker: both reconnect on their own (the restarted server is empty).
+      await server.restart();
+      let after = await generate();
+      for (const until = Date.now() + 10_000; after.statusCode === 503 && Date.now() < until; after = await generate()) await sleep(100);
+      expect(after.statusCode, after.body).toBe(202);
+      const recovered = await pollJob(app, after.json().id, ended, 30_000);
+      expect(recovered.state, JSON.stringify(recovered.error)).toBe('completed');
     } finally {
-      await app.close();
+      try {
+        await app.close();
+        await worker.close(0);
+      } finally {
+        workerRedis.disconnect();
+        await server.kill();
+      }
     }
   });
 });
