@@ -53,19 +53,26 @@ export async function submitJob(s: Services, spec: JobSpec, opts: { idempotencyK
     const prior = await s.redis.get(recordKey);
     if (prior !== null) return replay(s, id, prior, bodyHash);
   }
+  // Checked once outside the queue of admissions too: under overload most requests are shed
+  // here at once instead of waiting in line to be told the same.
   await checkDepth(s);
-  if (key !== undefined && !(await s.redis.set(recordKey, bodyHash, 'EX', s.config.eventTtlS, 'NX'))) {
-    return replay(s, id, (await s.redis.get(recordKey)) ?? '', bodyHash);
-  }
-  // The queued event goes first so that it precedes anything a fast worker writes.
-  try {
-    await s.events.append(id, 'queued', { model: entry.id, n: request.n, steps: request.steps });
-    await s.queue.add(s.queue.name, data, { jobId: id });
-  } catch (err) {
-    // Free the key so that the client's retry can queue the job.
-    if (key !== undefined) await s.redis.del(recordKey).catch(() => {});
-    throw err;
-  }
+  const replayed = await admitOneAtATime(s, async () => {
+    await checkDepth(s);
+    if (key !== undefined && !(await s.redis.set(recordKey, bodyHash, 'EX', s.config.eventTtlS, 'NX'))) {
+      return replay(s, id, (await s.redis.get(recordKey)) ?? '', bodyHash);
+    }
+    // The queued event goes first so that it precedes anything a fast worker writes.
+    try {
+      await s.events.append(id, 'queued', { model: entry.id, n: request.n, steps: request.steps });
+      await s.queue.add(s.queue.name, data, { jobId: id });
+    } catch (err) {
+      // Free the key so that the client's retry can queue the job.
+      if (key !== undefined) await s.redis.del(recordKey).catch(() => {});
+      throw err;
+    }
+    return undefined;
+  });
+  if (replayed) return replayed;
   s.metrics.jobs.inc({ status: 'queued' });
   return { id, replayed: false };
 }
@@ -75,6 +82,20 @@ async function replay(s: Services, id: string, priorHash: string, bodyHash: stri
   const exists = (await s.queue.getJob(id)) !== undefined || (await s.events.since(id)).length > 0;
   if (!exists) throw new HttpProblem(409, 'IDEMPOTENCY_IN_PROGRESS', 'a request with this Idempotency-Key is still being accepted; retry shortly', 1);
   return { id, replayed: true };
+}
+
+const admissions = new WeakMap<Services, Promise<unknown>>();
+
+/**
+ * Runs the depth check and the enqueue of one request at a time per API process: run
+ * concurrently, a burst of requests all pass the check before any of them is queued (a load
+ * test saw 175 jobs waiting against a limit of 100). Replicas still check independently, so
+ * the depth can overshoot by at most one request per other replica.
+ */
+function admitOneAtATime<T>(s: Services, admit: () => Promise<T>): Promise<T> {
+  const run = (admissions.get(s) ?? Promise.resolve()).then(admit);
+  admissions.set(s, run.catch(() => undefined));
+  return run;
 }
 
 async function checkDepth(s: Services): Promise<void> {

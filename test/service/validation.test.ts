@@ -118,6 +118,18 @@ describe('overload, rate limit and readiness', () => {
     expect((await limited.app.inject({ method: 'POST', url: `/jobs/${ids[0]}/cancel` })).statusCode).toBe(200);
   });
 
+  it('a burst of concurrent requests never queues more than the depth', async () => {
+    const burst = await createStack('burst', { maxQueueDepth: 3 }, stack.pkg);
+    try {
+      const answers = await Promise.all(Array.from({ length: 12 }, () => burst.app.inject({ method: 'POST', url: '/generate', payload: good })));
+      expect(answers.map((a) => a.statusCode).sort()).toEqual([...Array(3).fill(202), ...Array(9).fill(503)]);
+      const counts = await burst.app.services.queue.getJobCounts('waiting', 'prioritized', 'delayed');
+      expect(Object.values(counts).reduce((a, b) => a + b, 0)).toBe(3);
+    } finally {
+      await burst.close();
+    }
+  });
+
   it('answers 429 with Retry-After past the rate limit', async () => {
     // Three requests so far from this client in this window (two queued, one 503).
     expect((await limited.app.inject({ method: 'POST', url: '/generate', payload: { model: 'nope' } })).statusCode).toBe(400);
