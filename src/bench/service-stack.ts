@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { QUEUE_NAME } from '../service/config.js';
-import { checkRedis, connectRedis } from '../service/redis.js';
+import { checkRedis, connectRedis, deletePrefix } from '../service/redis.js';
 import { log } from '../util/log.js';
 
 const CLI = fileURLToPath(new URL('../../bin/harmonica.js', import.meta.url));
@@ -66,15 +66,6 @@ async function stopProcess(proc: ChildProcess): Promise<void> {
   clearTimeout(timer);
 }
 
-async function deleteKeys(redis: Redis, prefix: string): Promise<void> {
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-    if (keys.length) await redis.del(...keys);
-    cursor = next;
-  } while (cursor !== '0');
-}
-
 /**
  * Starts `harmonica serve` and `workers` x `harmonica worker` under a fresh key prefix. Their
  * logs (warnings and up) go to this process's stderr.
@@ -97,7 +88,7 @@ export async function startServiceStack(o: ServiceStackOptions): Promise<Service
   const stop = async () => {
     await Promise.all(procs.map(stopProcess));
     await queue.close();
-    await deleteKeys(redis, prefix);
+    await deletePrefix(redis, prefix);
     await redis.quit();
   };
   try {

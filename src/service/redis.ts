@@ -28,3 +28,13 @@ export async function checkRedis(url: string, timeoutMs = 3000): Promise<void> {
     probe.disconnect();
   }
 }
+
+/** Deletes every key under `prefix:` (a benchmark's or a test's own namespace). */
+export async function deletePrefix(redis: Redis, prefix: string): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+    if (keys.length) await redis.del(...keys);
+    cursor = next;
+  } while (cursor !== '0');
+}

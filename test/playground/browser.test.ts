@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp } from '../../src/service/app.js';
 import { ModelCatalog } from '../../src/service/catalog.js';
 import { createMetrics } from '../../src/service/metrics.js';
-import { connectRedis } from '../../src/service/redis.js';
+import { connectRedis, deletePrefix } from '../../src/service/redis.js';
 import { psnrRgba } from '../../web/playground/psnr.js';
 import { EnginePool } from '../../workers/engines.js';
 import { startWorker, type HarmonicaWorker } from '../../workers/worker.js';
@@ -75,12 +75,7 @@ describe.skipIf(!hasChromium)(`the playground in chromium${hasChromium ? '' : ` 
     await app?.close();
     await worker?.close(0);
     if (redis) {
-      let cursor = '0';
-      do {
-        const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-        if (keys.length) await redis.del(...keys);
-        cursor = next;
-      } while (cursor !== '0');
+      await deletePrefix(redis, prefix);
       await redis.quit();
     }
   });

@@ -7,7 +7,7 @@ import { buildApp } from '../../src/service/app.js';
 import { ModelCatalog } from '../../src/service/catalog.js';
 import type { ServiceConfig } from '../../src/service/config.js';
 import { createMetrics, type Metrics } from '../../src/service/metrics.js';
-import { connectRedis } from '../../src/service/redis.js';
+import { connectRedis, deletePrefix } from '../../src/service/redis.js';
 import { EnginePool, type EngineSource } from '../../workers/engines.js';
 import { startWorker, type HarmonicaWorker, type WorkerOptions } from '../../workers/worker.js';
 import { tinyDitPackage } from '../helpers/packages.js';
@@ -64,12 +64,7 @@ export async function createStack(name: string, config: Partial<ServiceConfig> =
     async close() {
       await app.close();
       await Promise.all(workers.map((w) => w.close(0)));
-      let cursor = '0';
-      do {
-        const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-        if (keys.length) await redis.del(...keys);
-        cursor = next;
-      } while (cursor !== '0');
+      await deletePrefix(redis, prefix);
       await redis.quit();
     },
   };
