@@ -134,7 +134,10 @@ export async function benchCache(opts: { model: string; steps?: number; n: numbe
   const times = variants.map(() => [] as number[]);
   const runs = opts.timingRuns ?? 5;
   for (let r = 0; r <= runs; r++) {
-    for (const [i, v] of variants.entries()) {
+    // Each round starts at another variant, so that no method always runs first (or after the same one).
+    for (let k = 0; k < variants.length; k++) {
+      const i = (k + r) % variants.length;
+      const v = variants[i]!;
       const t0 = performance.now();
       await engine.generate({ ...setting(v), ...requestConditioning(engine, requests[r % requests.length]!), seed: 1000 + r, n: DEFAULT_EVAL_BATCH });
       if (r > 0) times[i]!.push(performance.now() - t0); // round 0 warms every session up

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Redis } from 'ioredis';
@@ -15,6 +15,9 @@ let app: FastifyInstance;
 let redis: Redis;
 const prefix = `test-playground-${randomUUID().slice(0, 8)}`;
 const get = (url: string) => app.inject({ method: 'GET', url });
+/** Routers the bundled dit-mnist ships (a HarmoniCa one for 20 steps and an LTC one). */
+const HARMONICA = 'harmonica-t20-b1e-4';
+const LTC = 'ltc-t20-b2e-4';
 
 beforeAll(async () => {
   redis = connectRedis();
@@ -73,7 +76,9 @@ describe('GET /models for the page', () => {
     const model = (await get('/models')).json().models[0];
     expect(model.sublayers).toHaveLength(16);
     expect(model.sublayers.slice(0, 3)).toEqual(['blocks.0.attn', 'blocks.0.mlp', 'blocks.1.attn']);
-    expect(model.routers).toEqual(['harmonica-t20', 'ltc-t20']);
+    const shipped = (await readdir(join(BUNDLED_MODELS_DIR, 'dit-mnist', 'routers'))).map((f) => f.replace(/\.json$/, ''));
+    expect([...model.routers].sort()).toEqual(shipped.sort());
+    expect(model.routers).toContain(HARMONICA);
   });
 });
 
@@ -81,14 +86,14 @@ describe('GET /models/:model/routers/:router', () => {
   const routerFile = (name: string) => join(BUNDLED_MODELS_DIR, 'dit-mnist', 'routers', `${name}.json`);
 
   it('returns the artifact\'s logits and the decisions the router policy takes', async () => {
-    const res = await get('/models/dit-mnist/routers/harmonica-t20');
+    const res = await get(`/models/dit-mnist/routers/${HARMONICA}`);
     expect(res.statusCode).toBe(200);
     const view = res.json();
-    const artifact = JSON.parse(await readFile(routerFile('harmonica-t20'), 'utf8'));
-    expect(view).toMatchObject({ id: 'harmonica-t20', model: 'dit-mnist', method: 'harmonica', steps: 20, sampler: 'ddim', tau: artifact.tau, default_tau: artifact.tau });
+    const artifact = JSON.parse(await readFile(routerFile(HARMONICA), 'utf8'));
+    expect(view).toMatchObject({ id: HARMONICA, model: 'dit-mnist', method: 'harmonica', steps: 20, sampler: 'ddim', tau: artifact.tau, default_tau: artifact.tau });
     expect(view.sublayers).toEqual(artifact.sublayers);
     expect(view.logits).toEqual(artifact.logits);
-    const policy = loadRouter(routerFile('harmonica-t20'));
+    const policy = loadRouter(routerFile(HARMONICA));
     expect(view.decisions).toEqual(artifact.logits.map((_: unknown, i: number) => policy.decide(i).map((c) => (c ? '1' : '0')).join('')));
     expect(view.decisions[0]).toBe('1'.repeat(16));
     const reused = view.decisions.join('').split('').filter((c: string) => c === '0').length;
@@ -96,15 +101,15 @@ describe('GET /models/:model/routers/:router', () => {
   });
 
   it('takes the decisions at another tau', async () => {
-    const low = (await get('/models/dit-mnist/routers/harmonica-t20?tau=0.01')).json();
-    const high = (await get('/models/dit-mnist/routers/harmonica-t20?tau=0.99')).json();
+    const low = (await get(`/models/dit-mnist/routers/${HARMONICA}?tau=0.01`)).json();
+    const high = (await get(`/models/dit-mnist/routers/${HARMONICA}?tau=0.99`)).json();
     expect(low.tau).toBe(0.01);
     expect(high.tau).toBe(0.99);
     expect(high.cur).toBeGreaterThan(low.cur);
   });
 
   it('shows an LTC router recomputing everything on odd steps', async () => {
-    const view = (await get('/models/dit-mnist/routers/ltc-t20')).json();
+    const view = (await get(`/models/dit-mnist/routers/${LTC}`)).json();
     expect(view.method).toBe('ltc');
     for (let step = 1; step < 20; step += 2) expect(view.decisions[step]).toBe('1'.repeat(16));
   });
@@ -113,11 +118,11 @@ describe('GET /models/:model/routers/:router', () => {
     const unknown = await get('/models/dit-mnist/routers/nope');
     expect(unknown.statusCode).toBe(404);
     expect(unknown.headers['content-type']).toMatch(/^application\/problem\+json/);
-    expect(unknown.json().detail).toContain('harmonica-t20');
-    expect((await get('/models/other/routers/harmonica-t20')).json()).toMatchObject({ status: 400, code: 'UNKNOWN_MODEL' });
-    expect((await get('/models/dit-mnist/routers/harmonica-t20?tau=2')).statusCode).toBe(400);
-    expect((await get('/models/dit-mnist/routers/harmonica-t20?tau=0.0')).json()).toMatchObject({ status: 400, code: 'BAD_INPUT' });
-    expect((await get('/models/dit-mnist/routers/harmonica-t20?tau=0.5&x=1')).statusCode).toBe(400);
+    expect(unknown.json().detail).toContain(HARMONICA);
+    expect((await get(`/models/other/routers/${HARMONICA}`)).json()).toMatchObject({ status: 400, code: 'UNKNOWN_MODEL' });
+    expect((await get(`/models/dit-mnist/routers/${HARMONICA}?tau=2`)).statusCode).toBe(400);
+    expect((await get(`/models/dit-mnist/routers/${HARMONICA}?tau=0.0`)).json()).toMatchObject({ status: 400, code: 'BAD_INPUT' });
+    expect((await get(`/models/dit-mnist/routers/${HARMONICA}?tau=0.5&x=1`)).statusCode).toBe(400);
     expect((await get('/models/dit-mnist/routers/..%2F..%2Fmanifest')).statusCode).toBe(400);
   });
 });
