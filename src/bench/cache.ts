@@ -1,7 +1,6 @@
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import sharp from 'sharp';
 import { calibrateTeaCache } from '../cache/teacache-calibrate.js';
 import { TEACACHE_FILE } from '../cache/teacache.js';
 import type { RouterArtifact } from '../cache/router.js';
@@ -9,6 +8,7 @@ import { Engine } from '../engine/engine.js';
 import { CLASSIFIER_DIR, DigitClassifier } from '../eval/classifier.js';
 import { checkEvaluable, DEFAULT_EVAL_BATCH, generateSamples, planRequests, requestConditioning, scoreSamples, type SampleSet, type Scores } from '../eval/run.js';
 import { Progress } from '../util/progress.js';
+import { qualitySpeedPlot } from './plot.js';
 import { median } from './timing.js';
 
 export type CacheMethod = 'none' | 'harmonica' | 'ltc' | 'fora' | 'delta-dit' | 'teacache' | 'first-block' | 'fewer-steps';
@@ -70,28 +70,6 @@ function baselineVariants(steps: number, depth: number): Variant[] {
     v('fewer-steps', `T=${Math.round(steps * 0.7)}`, 'none', Math.round(steps * 0.7)),
     v('fewer-steps', `T=${Math.round(steps * 0.5)}`, 'none', Math.round(steps * 0.5)),
   ];
-}
-
-/** A quality vs measured speedup scatter plot, as SVG rendered to PNG. */
-async function plot(rows: CacheBenchRow[], title: string): Promise<Buffer> {
-  const W = 720, H = 480, m = 60;
-  const xs = rows.map((r) => r.measuredSpeedup);
-  const ys = rows.map((r) => r.fid);
-  const [x0, x1] = [Math.min(1, ...xs) * 0.95, Math.max(...xs) * 1.05];
-  const [y0, y1] = [0, Math.max(...ys) * 1.1 || 1];
-  const px = (x: number) => m + ((x - x0) / (x1 - x0)) * (W - 2 * m);
-  const py = (y: number) => H - m - ((y - y0) / (y1 - y0)) * (H - 2 * m);
-  const colors: Record<string, string> = { none: '#000', harmonica: '#d62728', ltc: '#1f77b4', fora: '#2ca02c', 'delta-dit': '#9467bd', teacache: '#8c564b', 'first-block': '#e377c2', 'fewer-steps': '#7f7f7f' };
-  const points = rows.map((r) => `<circle cx="${px(r.measuredSpeedup)}" cy="${py(r.fid)}" r="5" fill="${colors[r.method]}"/><text x="${px(r.measuredSpeedup) + 7}" y="${py(r.fid) - 4}" font-size="11" fill="${colors[r.method]}">${r.method} ${r.setting}</text>`).join('');
-  const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}"><rect width="100%" height="100%" fill="#fff"/>
-<text x="${W / 2}" y="24" text-anchor="middle" font-size="15">${title}</text>
-<line x1="${m}" y1="${H - m}" x2="${W - m}" y2="${H - m}" stroke="#000"/><line x1="${m}" y1="${m}" x2="${m}" y2="${H - m}" stroke="#000"/>
-<text x="${W / 2}" y="${H - 15}" text-anchor="middle" font-size="13">measured speedup (x)</text>
-<text x="18" y="${H / 2}" text-anchor="middle" font-size="13" transform="rotate(-90 18 ${H / 2})">FID-style (lower is better)</text>
-<text x="${m}" y="${H - m + 16}" font-size="11">${x0.toFixed(2)}</text><text x="${W - m}" y="${H - m + 16}" font-size="11" text-anchor="end">${x1.toFixed(2)}</text>
-<text x="${m - 5}" y="${H - m}" font-size="11" text-anchor="end">${y0}</text><text x="${m - 5}" y="${m + 4}" font-size="11" text-anchor="end">${y1.toFixed(1)}</text>
-${points}</svg>`;
-  return sharp(Buffer.from(svg)).png().toBuffer();
 }
 
 /**
@@ -160,7 +138,7 @@ export async function benchCache(opts: { model: string; steps?: number; n: numbe
     model: engine.id, steps, sampler: d.sampler, cfg: d.cfg, n: opts.n, machine: engine.machine, rows, training,
   };
   if (opts.plotPath) {
-    await writeFile(opts.plotPath, await plot(rows, `${engine.id}, ${d.sampler} T=${steps}, CFG ${d.cfg}, n=${opts.n}`));
+    await writeFile(opts.plotPath, await qualitySpeedPlot(rows, `${engine.id}, ${d.sampler} T=${steps}, CFG ${d.cfg}, n=${opts.n}`));
   }
   return result;
 }
