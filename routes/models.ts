@@ -1,9 +1,8 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { policyNames } from '../src/cache/index.js';
-import { DEFAULT_TAU, loadRouter } from '../src/cache/router.js';
+import { DEFAULT_TAU, loadRouter, packageRouterPath } from '../src/cache/router.js';
 import { SAMPLER_NAMES } from '../src/diffusion/sampler.js';
-import { routerPath } from '../src/service/cache-choice.js';
 import { decisionMask } from '../src/service/job.js';
 import { HttpProblem } from '../src/service/problems.js';
 import { problems } from './schemas.js';
@@ -75,7 +74,7 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const tau = request.query.tau === undefined ? undefined : Number(request.query.tau);
     if (tau !== undefined && !(tau > 0 && tau < 1)) throw new HttpProblem(400, 'BAD_INPUT', `tau must be in (0, 1), got ${request.query.tau}`);
     // The policy itself decides, so the view shows exactly what a request with this router does.
-    const policy = loadRouter(routerPath(entry.dir, name), tau);
+    const policy = loadRouter(packageRouterPath(entry.dir, name), tau);
     const a = policy.artifact;
     const decisions = a.logits.map((_, step) => policy.decide(step));
     const reused = decisions.flat().filter((computed) => !computed).length;

@@ -53,9 +53,6 @@ export async function submitJob(s: Services, spec: JobSpec, opts: { idempotencyK
     const prior = await s.redis.get(recordKey);
     if (prior !== null) return replay(s, id, prior, bodyHash);
   }
-  // Checked once outside the queue of admissions too: under overload most requests are shed
-  // here at once instead of waiting in line to be told the same.
-  await checkDepth(s);
   const replayed = await admitOneAtATime(s, async () => {
     await checkDepth(s);
     if (key !== undefined && !(await s.redis.set(recordKey, bodyHash, 'EX', s.config.eventTtlS, 'NX'))) {
