@@ -111,10 +111,15 @@ export interface CaptionedSample extends Layout {
   image: Float32Array;
 }
 
+/** A random size and place for a digit of class `label`. */
+export function randomLayout(label: number, rng: Rng): Layout {
+  return { label, size: rng.uniform() < 0.5 ? 'small' : 'large', place: rng.int(PLACES.length) };
+}
+
 /** A random digit at a random size and place, with a caption. */
 export function randomCaptionedSample(digits: readonly Digit[], rng: Rng): CaptionedSample {
   const digit = digits[rng.int(digits.length)]!;
-  const layout: Layout = { label: digit.label, size: rng.uniform() < 0.5 ? 'small' : 'large', place: rng.int(PLACES.length) };
+  const layout = randomLayout(digit.label, rng);
   return { ...layout, caption: captionFor(layout, rng), image: renderDigit(digit, layout.size, layout.place) };
 }
 

@@ -89,4 +89,8 @@ export class DdimSampler implements Sampler {
   reset(): void {
     // Stateless: each DDIM step depends only on (index, x, eps, noise).
   }
+
+  fork(): DdimSampler {
+    return this;
+  }
 }

@@ -95,4 +95,9 @@ export class DpmppSampler implements Sampler {
     this.prevX0 = undefined;
     this.nextIndex = 0;
   }
+
+  fork(): DpmppSampler {
+    // step() replaces prevX0 rather than writing into it, so the copy may share it.
+    return Object.assign(Object.create(DpmppSampler.prototype) as DpmppSampler, this);
+  }
 }

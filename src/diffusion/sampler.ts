@@ -20,6 +20,8 @@ export interface Sampler {
   /** x0 predicted from x_t and eps at step index. */
   predictX0(index: number, x: Float32Array, eps: Float32Array): Float32Array;
   reset(): void;
+  /** A sampler that continues this trajectory from here independently (branching a trajectory). */
+  fork(): Sampler;
 }
 
 export interface SamplerOptions {

@@ -8,7 +8,8 @@ import { Rng } from '../tensor/rng.js';
 import { tensor, type HostTensor } from '../tensor/tensor.js';
 import { Progress } from '../util/progress.js';
 import { HarmonicaError } from '../util/errors.js';
-import { splitMnist, toModelImage } from '../data/mnist.js';
+import { captionFor, randomLayout, renderDigit } from '../data/captions.js';
+import { splitMnist, toModelImage, type Digit } from '../data/mnist.js';
 import { alphasCumprod, linearBetas } from '../diffusion/schedule.js';
 import { AdamW } from './optim.js';
 import { buildRouterStep, routerNames } from './router-graph.js';
@@ -51,6 +52,11 @@ interface Trajectory {
   x: Float32Array;
   conditions: Record<string, HostTensor>;
   caches: Record<string, HostTensor>;
+}
+
+/** A trajectory's state before some step, to branch from. */
+interface Branch extends Trajectory {
+  sampler: Sampler;
 }
 
 const sigmoid = (v: number) => 1 / (1 + Math.exp(-v));
@@ -127,12 +133,15 @@ export class RouterTrainer {
     return traj;
   }
 
+  /**
+   * Conditions are per request in the engine; one random class (or, for a text model, one
+   * caption of a random digit, size and place) per trajectory keeps that shape.
+   */
   private async randomConditions(rng: Rng): Promise<Record<string, HostTensor>> {
     const classes = this.engine.pkg.manifest.classes?.length ?? 0;
-    const classLabel = rng.int(Math.max(classes, 1));
-    // Conditions are per request in the engine; one random class per trajectory keeps that shape.
-    const { feeds } = await this.engine.conditioning.build({ classLabel: classes ? classLabel : undefined, prompt: classes ? undefined : '', n: this.opts.batch }, this.rows);
-    return feeds;
+    const label = rng.int(Math.max(classes, 10));
+    const request = classes ? { classLabel: label } : { prompt: captionFor(randomLayout(label, rng), rng) };
+    return (await this.engine.conditioning.build({ ...request, n: this.opts.batch }, this.rows)).feeds;
   }
 
   /** A forward-only step with the soft router row `logits`; updates cache and x. */
@@ -162,11 +171,27 @@ export class RouterTrainer {
     });
   }
 
-  /** Final samples of whole soft-routed trajectories from the same noise, with rows overridden. */
-  private async finalSample(rng: Rng, logitsFor: (step: number) => readonly number[]): Promise<Float32Array> {
+  /**
+   * A whole soft-routed trajectory with the current router, keeping the state before each
+   * step so that variants that differ from step t on can branch there instead of starting
+   * over (about half the forwards of running every variant from the noise).
+   */
+  private async routedTrajectory(seed: number): Promise<{ final: Float32Array; before: Branch[] }> {
     const sampler = this.sampler();
-    const traj = await this.start(rng, sampler);
-    for (let i = 1; i < this.opts.steps; i++) await this.softStep(traj, sampler, i, logitsFor(i), false);
+    const traj = await this.start(new Rng(seed), sampler);
+    const before: Branch[] = [];
+    for (let i = 1; i < this.opts.steps; i++) {
+      before[i] = { x: traj.x, caches: { ...traj.caches }, conditions: traj.conditions, sampler: sampler.fork() };
+      await this.softStep(traj, sampler, i, this.logits[i]!, false);
+    }
+    return { final: traj.x, before };
+  }
+
+  /** Finishes a trajectory from a saved state with rows `logitsFor(step)`; the final sample. */
+  private async finishFrom(state: Branch, from: number, logitsFor: (step: number) => readonly number[]): Promise<Float32Array> {
+    const sampler = state.sampler.fork();
+    const traj: Trajectory = { x: state.x, caches: { ...state.caches }, conditions: state.conditions };
+    for (let i = from; i < this.opts.steps; i++) await this.softStep(traj, sampler, i, logitsFor(i), false);
     return traj.x;
   }
 
@@ -176,16 +201,19 @@ export class RouterTrainer {
     const ones = this.logits[0]!.map(() => 40);
     const sq = (a: Float32Array, b: Float32Array) => a.reduce((s, v, k) => s + (v - b[k]!) ** 2, 0);
     const lambda = new Array<number>(T).fill(0);
+    const routed = await this.routedTrajectory(seed);
     if (this.opts.lambdaMode === 'paper') {
-      const x0 = await this.finalSample(new Rng(seed), (i) => this.logits[i]!);
+      // x0 with the router, against x0 with step t alone computed in full.
       for (let t = 1; t < T; t++) {
-        const alt = await this.finalSample(new Rng(seed), (i) => (i === t ? ones : this.logits[i]!));
-        lambda[t] = sq(x0, alt);
+        const alt = await this.finishFrom(routed.before[t]!, t, (i) => (i === t ? ones : this.logits[i]!));
+        lambda[t] = sq(routed.final, alt);
       }
     } else {
-      let previous = await this.finalSample(new Rng(seed), () => ones);
+      // The router switched on one step at a time: rows 1..t routed, the rest in full.
+      const routedUpTo = (t: number) => (t === T - 1 ? Promise.resolve(routed.final) : this.finishFrom(routed.before[t + 1]!, t + 1, () => ones));
+      let previous = await routedUpTo(0);
       for (let t = 1; t < T; t++) {
-        const current = await this.finalSample(new Rng(seed), (i) => (i <= t ? this.logits[i]! : ones));
+        const current = await routedUpTo(t);
         lambda[t] = sq(current, previous) / current.length;
         previous = current;
       }
@@ -260,48 +288,63 @@ export class RouterTrainer {
   }
 
   /**
-   * Learning-to-Cache (the baseline): a real training image noised to a random odd step k,
+   * Learning-to-Cache (the baseline): real training images noised to a random odd step k,
    * step k computed in full (fills a one-step-old cache), then row k + 1 learns to mix
-   * against the full teacher. Class-conditional models only (real images with labels).
+   * against the full teacher. A text model gets one caption per update, drawn with digits
+   * of its class at its size and place (one condition per batch, as in the engine).
    */
   async trainLtc(): Promise<RouterArtifact> {
-    const { steps: T, updates, seed, batch } = this.opts;
+    const { steps: T, updates, seed } = this.opts;
     this.method = 'ltc';
-    if (this.engine.model.conditioning === 'text') throw new HarmonicaError('BAD_INPUT', 'LTC training needs labelled images: only class-conditional models are supported');
-    if (this.opts.sampler !== 'ddim') throw new HarmonicaError('BAD_INPUT', 'LTC training starts mid-trajectory, which needs the stateless DDIM sampler');
     const started = performance.now();
     const { train } = splitMnist();
+    const byLabel = Array.from({ length: 10 }, (_, label) => train.filter((d) => d.label === label));
     const ab = alphasCumprod(linearBetas());
-    const numClasses = this.engine.pkg.manifest.classes?.length ?? 0;
     const oddSteps = Array.from({ length: T }, (_, k) => k).filter((k) => k % 2 === 1 && k + 1 < T);
     if (!oddSteps.length) throw new HarmonicaError('BAD_INPUT', `LTC needs at least 3 steps, got ${T}`);
     const progress = this.opts.progress ? new Progress('train-router ltc', updates, 'updates') : null;
     const history: { update: number; dataLoss: number; cur: number }[] = [];
     for (let update = 0; update < updates; update++) {
       const rng = new Rng(seed).fork(`ltc-${update}`);
-      const sampler = this.sampler();
+      // LTC starts mid-trajectory with no sampler history: the step from k to k + 1 is then
+      // DDIM's, which is also DPM-Solver++'s first-order step on the same timesteps.
+      const sampler = createSampler('ddim', { steps: T });
       const k = oddSteps[rng.int(oddSteps.length)]!;
+      const { x, conditions } = await this.realBatch(rng, train, byLabel);
       const abk = ab[sampler.timesteps[k]!]!;
-      const labels: number[] = [];
-      const x = new Float32Array(batch * this.latent);
-      for (let i = 0; i < batch; i++) {
-        const d = train[rng.int(train.length)]!;
-        toModelImage(d.pixels, x, i * this.latent);
-        labels.push(d.label);
-      }
       const noise = initialNoise(x.length, rng);
       for (let j = 0; j < x.length; j++) x[j] = Math.sqrt(abk) * x[j]! + Math.sqrt(1 - abk) * noise[j]!;
-      const y = [...labels, ...new Array<number>(this.rows - batch).fill(numClasses)];
-      const traj: Trajectory = { x, conditions: { y: tensor('int64', [this.rows], y) }, caches: {} };
+      const traj: Trajectory = { x, conditions, caches: {} };
       await this.softStep(traj, sampler, k, this.logits[k]!.map(() => 40));
-      const i = k + 1;
-      const out = await this.updateRow(traj, sampler, i, 1);
+      const out = await this.updateRow(traj, sampler, k + 1, 1);
       const dataLoss = (out[routerNames.dataLoss]!.data as Float32Array)[0]!;
       if ((update + 1) % 10 === 0) history.push({ update: update + 1, dataLoss, cur: this.cur() });
       progress?.tick(1, { loss: dataLoss, cur: this.cur() });
     }
     // At inference odd rows recompute everything; the learned rows are the even ones.
     return this.artifact((performance.now() - started) / 1000, history);
+  }
+
+  /** A batch of real training images with their conditions (labels, or a caption they match). */
+  private async realBatch(rng: Rng, train: readonly Digit[], byLabel: readonly Digit[][]): Promise<{ x: Float32Array; conditions: Record<string, HostTensor> }> {
+    const { batch } = this.opts;
+    const x = new Float32Array(batch * this.latent);
+    const numClasses = this.engine.pkg.manifest.classes?.length ?? 0;
+    if (numClasses) {
+      const labels: number[] = [];
+      for (let i = 0; i < batch; i++) {
+        const d = train[rng.int(train.length)]!;
+        toModelImage(d.pixels, x, i * this.latent);
+        labels.push(d.label);
+      }
+      const y = [...labels, ...new Array<number>(this.rows - batch).fill(numClasses)];
+      return { x, conditions: { y: tensor('int64', [this.rows], y) } };
+    }
+    const layout = randomLayout(rng.int(10), rng);
+    const digits = byLabel[layout.label]!;
+    for (let i = 0; i < batch; i++) renderDigit(digits[rng.int(digits.length)]!, layout.size, layout.place, x, i * this.latent);
+    const { feeds } = await this.engine.conditioning.build({ prompt: captionFor(layout, rng), n: batch }, this.rows);
+    return { x, conditions: feeds };
   }
 
   /** Cache usage ratio the current router gives at inference (tau). */

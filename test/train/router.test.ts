@@ -1,7 +1,8 @@
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it, vi } from 'vitest';
+import { CAPTION_WORDS } from '../../src/data/captions.js';
 import { CachedExecutor } from '../../src/cache/executor.js';
 import { duplicateForCfg, splitGuided } from '../../src/diffusion/cfg.js';
 import { createSampler, initialNoise } from '../../src/diffusion/sampler.js';
@@ -9,7 +10,7 @@ import { Engine } from '../../src/engine/engine.js';
 import { Rng } from '../../src/tensor/rng.js';
 import { tensor } from '../../src/tensor/tensor.js';
 import { RouterTrainer, type RouterTrainOptions } from '../../src/train/router.js';
-import { tinyDitPackage, TINY_PIXEL_DIT } from '../helpers/packages.js';
+import { tinyDitPackage, tinyPixArtPackage, TINY_PIXEL_DIT } from '../helpers/packages.js';
 
 let engine: Engine;
 beforeAll(async () => {
@@ -37,8 +38,14 @@ describe('HarmoniCa router trainer', () => {
     await trainer.release();
   });
 
-  it('paper-mode lambda(t) equals a direct computation with the cached executor (hard routers)', async () => {
-    const trainer = await RouterTrainer.create(engine, options());
+  // The trainer branches variants off one routed trajectory; the direct computation runs each
+  // variant from the noise. DPM++ also checks that a branch carries the sampler's history.
+  it.each([
+    ['paper', 'ddim'],
+    ['paper', 'dpmpp'],
+    ['incremental', 'dpmpp'],
+  ] as const)('%s-mode lambda(t) equals a direct computation with the cached executor (%s, hard routers)', async (lambdaMode, sampler) => {
+    const trainer = await RouterTrainer.create(engine, options({ lambdaMode, sampler }));
     // Hard decisions (r exactly 0 or 1): the soft-routed trajectory is the cached one.
     const hard = [[40, 40, 40, 40], [40, -40, -40, 40], [-40, -40, -40, -40], [-40, 40, 40, -40]];
     hard.forEach((row, i) => trainer.logits[i]!.splice(0, 4, ...row));
@@ -50,23 +57,54 @@ describe('HarmoniCa router trainer', () => {
       const classLabel = rng.int(10);
       let x = initialNoise(2 * 64, rng);
       const { feeds } = await engine.conditioning.build({ classLabel, n: 2 }, 4);
-      const sampler = createSampler('ddim', { steps: 4 });
+      const s = createSampler(sampler, { steps: 4 });
       exec.reset();
       for (let i = 0; i < 4; i++) {
-        const { out } = await exec.step({ ...feeds, x: tensor('float32', [4, 1, 8, 8], duplicateForCfg(x)), t: tensor('float32', [4], new Array(4).fill(sampler.timesteps[i])) }, masks[i]!);
-        x = sampler.step(i, x, splitGuided(out.data as Float32Array, 2, 2, 1, 64, 1.5));
+        const { out } = await exec.step({ ...feeds, x: tensor('float32', [4, 1, 8, 8], duplicateForCfg(x)), t: tensor('float32', [4], new Array(4).fill(s.timesteps[i])) }, masks[i]!);
+        x = s.step(i, x, splitGuided(out.data as Float32Array, 2, 2, 1, 64, 1.5));
       }
       return x;
     };
+    const sq = (a: Float32Array, b: Float32Array) => a.reduce((s, v, k) => s + (v - b[k]!) ** 2, 0);
     const masks = hard.map((row) => row.map((v) => v > 0));
-    const x0 = await sample(masks);
-    for (let t = 1; t < 4; t++) {
-      const alt = await sample(masks.map((row, i) => (i === t ? row.map(() => true) : row)));
-      const direct = x0.reduce((s, v, k) => s + (v - alt[k]!) ** 2, 0);
-      expect(lambda[t]).toBeCloseTo(direct, 4);
+    const all = masks.map((row) => row.map(() => true));
+    const direct: number[] = [0];
+    if (lambdaMode === 'paper') {
+      const x0 = await sample(masks);
+      for (let t = 1; t < 4; t++) direct.push(sq(x0, await sample(masks.map((row, i) => (i === t ? all[i]! : row)))));
+    } else {
+      let previous = await sample(all);
+      for (let t = 1; t < 4; t++) {
+        const current = await sample(masks.map((row, i) => (i <= t ? row : all[i]!)));
+        direct.push(sq(current, previous) / current.length);
+        previous = current;
+      }
     }
+    direct.forEach((d, t) => expect(lambda[t]).toBeCloseTo(d, 4));
     expect(lambda[2]).toBeGreaterThan(0);
     await trainer.release();
+  });
+
+  it('a text model trains on captions: HarmoniCa on random captions (image-free), LTC on digits drawn as captioned; DPM++', async () => {
+    const text = await Engine.open((await tinyPixArtPackage(5, 'tiny-mnist-pixart', { sampleSize: 32, patchSize: 8, words: CAPTION_WORDS })).dir, { threads: 1 });
+    const build = vi.spyOn(text.conditioning, 'build');
+    const harmonica = await RouterTrainer.create(text, options({ steps: 5, updates: 4, sampler: 'dpmpp', refresh: 4 }));
+    const routed = await harmonica.train();
+    const prompts = build.mock.calls.map(([req]) => req.prompt);
+    expect(prompts.length).toBeGreaterThan(0);
+    for (const p of prompts) expect(p).toMatch(/^an? \w+ \w+ (in|at) the /);
+    const ltc = await RouterTrainer.create(text, options({ steps: 5, updates: 4, sampler: 'dpmpp', lr: 0.2 }));
+    const before = ltc.logits.map((r) => [...r]);
+    const learned = await ltc.trainLtc();
+    expect(learned.logits[2]).not.toEqual(before[2]!.map((v) => Number(v.toFixed(6))));
+    const dir = await mkdtemp(join(tmpdir(), 'text-routers-'));
+    for (const artifact of [routed, learned]) {
+      const path = join(dir, `${artifact.method}.json`);
+      await writeFile(path, JSON.stringify(artifact));
+      const r = await text.generate({ prompt: 'a small 7 in the top left corner', steps: 5, sampler: 'dpmpp', cache: `router:${path}` });
+      expect(r.report.decisions[0]!.every(Boolean)).toBe(true);
+    }
+    await Promise.all([harmonica.release(), ltc.release()]);
   });
 
   it('LTC trains even rows from real images, and its artifact recomputes odd rows at inference', async () => {
