@@ -1,6 +1,7 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Matrix, solve } from 'ml-matrix';
+import { randomCondition } from '../data/captions.js';
 import { duplicateForCfg, dropLearnedSigma, splitGuided } from '../diffusion/cfg.js';
 import { createSampler, initialNoise } from '../diffusion/sampler.js';
 import type { Engine } from '../engine/engine.js';
@@ -43,7 +44,7 @@ export async function calibrateTeaCache(engine: Engine, o: CalibrateOptions): Pr
   const classes = engine.pkg.manifest.classes?.length ?? 0;
   for (let k = 0; k < o.trajectories; k++) {
     const rng = new Rng(o.seed).fork(`calibrate-${k}`);
-    const { feeds: condition } = await engine.conditioning.build(classes ? { classLabel: rng.int(classes), n: 1 } : { prompt: '', n: 1 }, rows);
+    const { feeds: condition } = await engine.conditioning.build({ ...randomCondition(classes, rng), n: 1 }, rows);
     const sampler = createSampler(o.sampler, { steps: o.steps });
     let x = initialNoise(c * h * w, rng);
     let previous: { probe: ReturnType<typeof tensor>; out: ReturnType<typeof tensor> } | null = null;

@@ -116,6 +116,15 @@ export function randomLayout(label: number, rng: Rng): Layout {
   return { label, size: rng.uniform() < 0.5 ? 'small' : 'large', place: rng.int(PLACES.length) };
 }
 
+/**
+ * A random condition for image-free work (router training, TeaCache calibration): a class
+ * label, or for a text model (no classes) the caption of a random digit, size and place.
+ */
+export function randomCondition(numClasses: number, rng: Rng): { classLabel: number } | { prompt: string } {
+  if (numClasses) return { classLabel: rng.int(numClasses) };
+  return { prompt: captionFor(randomLayout(rng.int(10), rng), rng) };
+}
+
 /** A random digit at a random size and place, with a caption. */
 export function randomCaptionedSample(digits: readonly Digit[], rng: Rng): CaptionedSample {
   const digit = digits[rng.int(digits.length)]!;

@@ -8,7 +8,7 @@ import { Rng } from '../tensor/rng.js';
 import { tensor, type HostTensor } from '../tensor/tensor.js';
 import { Progress } from '../util/progress.js';
 import { HarmonicaError } from '../util/errors.js';
-import { captionFor, randomLayout, renderDigit } from '../data/captions.js';
+import { captionFor, randomCondition, randomLayout, renderDigit } from '../data/captions.js';
 import { splitMnist, toModelImage, type Digit } from '../data/mnist.js';
 import { alphasCumprod, linearBetas } from '../diffusion/schedule.js';
 import { AdamW } from './optim.js';
@@ -133,15 +133,10 @@ export class RouterTrainer {
     return traj;
   }
 
-  /**
-   * Conditions are per request in the engine; one random class (or, for a text model, one
-   * caption of a random digit, size and place) per trajectory keeps that shape.
-   */
+  /** Conditions are per request in the engine; one random condition per trajectory keeps that shape. */
   private async randomConditions(rng: Rng): Promise<Record<string, HostTensor>> {
     const classes = this.engine.pkg.manifest.classes?.length ?? 0;
-    const label = rng.int(Math.max(classes, 10));
-    const request = classes ? { classLabel: label } : { prompt: captionFor(randomLayout(label, rng), rng) };
-    return (await this.engine.conditioning.build({ ...request, n: this.opts.batch }, this.rows)).feeds;
+    return (await this.engine.conditioning.build({ ...randomCondition(classes, rng), n: this.opts.batch }, this.rows)).feeds;
   }
 
   /** A forward-only step with the soft router row `logits`; updates cache and x. */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { CAPTION_WORDS, captionFor, measureLayout, PLACES, randomCaptionedSample, renderDigit } from '../../src/data/captions.js';
+import { CAPTION_WORDS, captionFor, measureLayout, PLACES, randomCaptionedSample, randomCondition, renderDigit } from '../../src/data/captions.js';
 import { splitMnist } from '../../src/data/mnist.js';
 import { writeWordLevelTokenizer, TextTokenizer } from '../../src/models/tokenizer.js';
 import { Rng } from '../../src/tensor/rng.js';
@@ -22,6 +22,17 @@ describe('caption generator', () => {
       const s = randomCaptionedSample(train, rng);
       expect(tok.tokenIds(s.caption)).not.toContain(2); // [UNK]
     }
+  });
+
+  it('random conditions for image-free work: a class for class models, a varied caption for text models', () => {
+    const rng = new Rng(3);
+    const classes = Array.from({ length: 100 }, () => randomCondition(10, rng));
+    expect(new Set(classes.map((c) => ('classLabel' in c ? c.classLabel : -1)))).toEqual(new Set([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]));
+    const tok = TextTokenizer.fromJSON(writeWordLevelTokenizer(CAPTION_WORDS));
+    const prompts = Array.from({ length: 100 }, () => randomCondition(0, rng)).map((c) => ('prompt' in c ? c.prompt : ''));
+    expect(new Set(prompts).size).toBeGreaterThan(50);
+    for (const p of prompts) expect(tok.tokenIds(p)).not.toContain(2);
+    for (const digit of ['0', 'zero', '9', 'nine']) expect(prompts.some((p) => p.split(' ').includes(digit))).toBe(true);
   });
 
   it('renders the digit where the caption says, and measureLayout reads it back', () => {
