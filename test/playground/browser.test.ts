@@ -17,7 +17,8 @@ import { startWorker, type HarmonicaWorker } from '../../workers/worker.js';
 
 /**
  * Acceptance test of the playground: Debian's chromium (apt-get install -y chromium; .ci/run
- * installs it) drives the page against a real API and a real worker on the bundled dit-mnist,
+ * installs it) drives the page against a real API and a real worker on the bundled dit-mnist
+ * (and pixart-mnist for the text controls),
  * over the local Redis. It writes docs/img/playground.png.
  */
 const CHROMIUM = '/usr/bin/chromium';
@@ -44,7 +45,7 @@ describe.skipIf(!hasChromium)(`the playground in chromium${hasChromium ? '' : ` 
 
   beforeAll(async () => {
     redis = connectRedis();
-    const catalog = await ModelCatalog.load(['dit-mnist']);
+    const catalog = await ModelCatalog.load(['dit-mnist', 'pixart-mnist']);
     const metrics = createMetrics();
     const config = { prefix, heartbeatMs: 500 };
     // One ORT thread: the machine may be busy with other work, and the test needs no speed.
@@ -169,4 +170,25 @@ describe.skipIf(!hasChromium)(`the playground in chromium${hasChromium ? '' : ` 
     expect(await page.textContent('#form-error')).toContain(`trained for ${router.steps} steps, the request has ${STEPS}`);
     expect(await page.isEnabled('#generate')).toBe(true);
   }, 30_000);
+
+  it('a text model swaps the class for a prompt and generates from it', async () => {
+    pageErrors.length = 0; // the refused request before logged its 400
+    await page.selectOption('#model', 'pixart-mnist');
+    expect(await page.isVisible('#class-field')).toBe(false);
+    expect(await page.isVisible('#prompt')).toBe(true);
+    await page.fill('#prompt', 'a large 3 in the top right corner');
+    await page.selectOption('#policy', 'fora');
+    await page.fill('#policy-args', '2');
+    await page.fill('#steps', '4');
+    await page.fill('#seed', '2');
+    const posted = page.waitForRequest((r) => r.method() === 'POST' && r.url().endsWith('/generate'));
+    await page.click('#generate');
+    expect((await posted).postDataJSON()).toMatchObject({ model: 'pixart-mnist', prompt: 'a large 3 in the top right corner', steps: 4 });
+    await page.waitForFunction(() => /^Done: /.test(document.getElementById('status')!.textContent ?? '') || document.getElementById('form-error')!.textContent !== '', null, { timeout: 60_000 });
+    expect(await page.textContent('#form-error')).toBe('');
+    const src = await page.getAttribute('#cached-image', 'src');
+    const job = (await app.inject({ method: 'GET', url: `/jobs/${src!.split('/')[2]}` })).json();
+    expect(job).toMatchObject({ model: 'pixart-mnist', state: 'completed', result: { report: { policy: 'fora:2', steps: 4, seed: 2 } } });
+    expect(pageErrors).toEqual([]);
+  }, 90_000);
 });
