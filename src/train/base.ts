@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { appendFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { appendFile, cp, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { alphasCumprod, linearBetas } from '../diffusion/schedule.js';
 import { splitMnist, type Digit } from '../data/mnist.js';
@@ -14,7 +14,7 @@ import { tensor, type HostTensor } from '../tensor/tensor.js';
 import { HarmonicaError } from '../util/errors.js';
 import { log } from '../util/log.js';
 import { Progress } from '../util/progress.js';
-import { writeModelPackage } from '../engine/package.js';
+import { resolveModelDir, writeModelPackage } from '../engine/package.js';
 import { AdamW, EMA } from './optim.js';
 import { createTask, packageWeights, WEIGHTS, type TaskConfig, type TrainTask } from './tasks.js';
 
@@ -104,10 +104,27 @@ export function learningRate(t: BaseTrainConfig['train'], step: number): number 
 
 const CHECKPOINT = 'checkpoint.safetensors';
 const INIT_FROM = 'init-from.json';
+const INIT_COPY = 'init-package';
 
-async function readInitFrom(runDir: string): Promise<string | undefined> {
+/**
+ * A run continued from a package copies that package beside its checkpoint and works from
+ * the copy (resume, and export: the EMA correction needs the starting weights, the
+ * provenance their history). Exporting into the package it started from, the usual way to
+ * continue a model, then cannot change what the run started from.
+ */
+async function keepInitPackage(runDir: string, initFrom: string): Promise<void> {
+  if (existsSync(join(runDir, INIT_COPY))) return;
+  await cp(resolveModelDir(initFrom), join(runDir, INIT_COPY), { recursive: true });
+  await writeFile(join(runDir, INIT_FROM), JSON.stringify({ package: initFrom }));
+}
+
+/** The package a run started from: its copy, or (runs from before the copy) the package itself. */
+async function readInitFrom(runDir: string): Promise<{ name: string; dir: string } | undefined> {
   const path = join(runDir, INIT_FROM);
-  return existsSync(path) ? (JSON.parse(await readFile(path, 'utf8')) as { package: string }).package : undefined;
+  if (!existsSync(path)) return undefined;
+  const name = (JSON.parse(await readFile(path, 'utf8')) as { package: string }).package;
+  const copy = join(runDir, INIT_COPY);
+  return { name, dir: existsSync(copy) ? copy : resolveModelDir(name) };
 }
 
 /** The run's task: from scratch, or starting from a model package's weights. */
@@ -130,10 +147,8 @@ interface TrainState {
 export async function trainBase(cfg: BaseTrainConfig, out: string, opts: { resume?: boolean; stopAfter?: number; threads?: number; initFrom?: string } = {}): Promise<TrainState> {
   const t = cfg.train;
   await mkdir(out, { recursive: true });
-  // A run continued from a package keeps that fact beside its checkpoint, for resume and export.
-  const initFrom = opts.initFrom ?? (await readInitFrom(out));
-  if (initFrom) await writeFile(join(out, INIT_FROM), JSON.stringify({ package: initFrom }));
-  const task = await taskFor(cfg, initFrom);
+  if (opts.initFrom) await keepInitPackage(out, opts.initFrom);
+  const task = await taskFor(cfg, (await readInitFrom(out))?.dir);
   const { graph, params } = buildTrainingStep(task, t.batch);
   const session = await Session.create(graph.graph, { threads: opts.threads });
   const named = new Map([...params].map(([v, tensorValue]) => [v.name, tensorValue.data as Float32Array]));
@@ -210,9 +225,9 @@ async function loadCheckpoint(path: string, named: Map<string, Float32Array>, ad
  * checkpoint layouts, manifest with provenance).
  */
 /** What a continued run started from: the package's weights hash and its own provenance (a chain of runs). */
-async function initProvenance(dir: string): Promise<Record<string, unknown>> {
-  const manifest = JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8')) as { files?: Record<string, string>; provenance?: unknown };
-  return { package: dir, sha256: manifest.files?.[WEIGHTS], provenance: manifest.provenance };
+async function initProvenance(init: { name: string; dir: string }): Promise<Record<string, unknown>> {
+  const manifest = JSON.parse(await readFile(join(init.dir, 'manifest.json'), 'utf8')) as { files?: Record<string, string>; provenance?: unknown };
+  return { package: init.name, sha256: manifest.files?.[WEIGHTS], provenance: manifest.provenance };
 }
 
 export async function exportBaseModel(cfg: BaseTrainConfig, runDir: string, packageDir: string, metrics: Record<string, unknown> = {}, which: 'ema' | 'param' = 'ema'): Promise<void> {
@@ -223,7 +238,7 @@ export async function exportBaseModel(cfg: BaseTrainConfig, runDir: string, pack
   // Every checkpoint key whose tensor a param came from gets the trained value back in the
   // checkpoint layout (a tensor shared by several keys goes under each of them).
   const initFrom = await readInitFrom(runDir);
-  const task = await taskFor(cfg, initFrom);
+  const task = await taskFor(cfg, initFrom?.dir);
   const { origins, params } = buildTrainingStep(task, 1);
   // The EMA starts at the initial weights w0: after T steps it holds d^T w0 + (1 - d^T) x
   // (average of the trained weights). Removing the w0 part (as Adam corrects its moments)

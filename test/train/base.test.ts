@@ -115,4 +115,25 @@ describe('base-model trainer', () => {
       initFrom: { package: join(first, 'package'), sha256: firstManifest.files['weights.safetensors'], provenance: { steps: cfg.train.steps } },
     });
   });
+
+  it('exports into the package it started from, as often as needed, with the same weights and provenance', async () => {
+    const first = await mkdtemp(join(tmpdir(), 'train-k-'));
+    const pkg = join(first, 'package');
+    await trainBase(cfg, first, { threads: 1 });
+    await exportBaseModel(cfg, first, pkg);
+    const started = JSON.parse(await readFile(join(pkg, 'manifest.json'), 'utf8'));
+    const second = await mkdtemp(join(tmpdir(), 'train-l-'));
+    await trainBase(cfg, second, { threads: 1, initFrom: pkg });
+    // Export, evaluate, export again with the metrics: the second export must not take the
+    // first one's weights for the run's starting point.
+    await exportBaseModel(cfg, second, pkg);
+    const once = JSON.parse(await readFile(join(pkg, 'manifest.json'), 'utf8'));
+    const onceWeights = await readFile(join(pkg, 'weights.safetensors'));
+    await exportBaseModel(cfg, second, pkg, { accuracy: 0.5 });
+    const twice = JSON.parse(await readFile(join(pkg, 'manifest.json'), 'utf8'));
+    expect(await readFile(join(pkg, 'weights.safetensors'))).toEqual(onceWeights);
+    expect(twice.files['weights.safetensors']).toBe(once.files['weights.safetensors']);
+    expect(twice.provenance).toMatchObject({ metrics: { accuracy: 0.5 }, initFrom: { package: pkg, sha256: started.files['weights.safetensors'], provenance: { steps: cfg.train.steps } } });
+    expect(twice.provenance.initFrom.provenance.initFrom).toBeUndefined();
+  });
 });
