@@ -220,16 +220,16 @@ async function loadCheckpoint(path: string, named: Map<string, Float32Array>, ad
   return { step: saved.step, wallSeconds: saved.wallSeconds, lastLoss: saved.lastLoss };
 }
 
-/**
- * Writes the EMA weights of a finished run as a model package (fp16 weights in the
- * checkpoint layouts, manifest with provenance).
- */
 /** What a continued run started from: the package's weights hash and its own provenance (a chain of runs). */
 async function initProvenance(init: { name: string; dir: string }): Promise<Record<string, unknown>> {
   const manifest = JSON.parse(await readFile(join(init.dir, 'manifest.json'), 'utf8')) as { files?: Record<string, string>; provenance?: unknown };
   return { package: init.name, sha256: manifest.files?.[WEIGHTS], provenance: manifest.provenance };
 }
 
+/**
+ * Writes the EMA weights of a finished run as a model package (fp16 weights in the
+ * checkpoint layouts, manifest with provenance).
+ */
 export async function exportBaseModel(cfg: BaseTrainConfig, runDir: string, packageDir: string, metrics: Record<string, unknown> = {}, which: 'ema' | 'param' = 'ema'): Promise<void> {
   const tensors = await readSafetensors(join(runDir, CHECKPOINT));
   const file = await SafetensorsFile.open(join(runDir, CHECKPOINT));
