@@ -1,5 +1,5 @@
 import { Rng } from '../tensor/rng.js';
-import { MNIST_SIDE, PADDED_SIDE, type Digit } from './mnist.js';
+import { DIGIT_CLASSES, MNIST_SIDE, PADDED_SIDE, type Digit } from './mnist.js';
 
 /**
  * Captioned digits for the text-to-image model: a digit drawn at a stated size and place on
@@ -122,7 +122,7 @@ export function randomLayout(label: number, rng: Rng): Layout {
  */
 export function randomCondition(numClasses: number, rng: Rng): { classLabel: number } | { prompt: string } {
   if (numClasses) return { classLabel: rng.int(numClasses) };
-  return { prompt: captionFor(randomLayout(rng.int(10), rng), rng) };
+  return { prompt: captionFor(randomLayout(rng.int(DIGIT_CLASSES), rng), rng) };
 }
 
 /** A random digit at a random size and place, with a caption. */

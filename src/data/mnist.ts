@@ -7,6 +7,8 @@ export const PADDED_SIDE = 32;
 /** The fixed split of the 10,000 digits of the `mnist` package. */
 export const TRAIN_SIZE = 9000;
 export const SPLIT_SEED = 20261128;
+/** The digits 0 to 9. */
+export const DIGIT_CLASSES = 10;
 
 export interface Digit {
   /** 28x28 intensities in [0, 1], row-major. */
@@ -21,7 +23,7 @@ export function loadMnist(): Digit[] {
   if (cache) return cache;
   const require = createRequire(import.meta.url);
   const digits: Digit[] = [];
-  for (let label = 0; label < 10; label++) {
+  for (let label = 0; label < DIGIT_CLASSES; label++) {
     const data = (require(`mnist/src/digits/${label}.json`) as { data: number[] }).data;
     const size = MNIST_SIDE * MNIST_SIDE;
     for (let i = 0; i + size <= data.length; i += size) digits.push({ pixels: Float32Array.from(data.slice(i, i + size)), label });

@@ -9,7 +9,7 @@ import { tensor, type HostTensor } from '../tensor/tensor.js';
 import { Progress } from '../util/progress.js';
 import { HarmonicaError } from '../util/errors.js';
 import { captionFor, randomCondition, randomLayout, renderDigit } from '../data/captions.js';
-import { splitMnist, toModelImage, type Digit } from '../data/mnist.js';
+import { DIGIT_CLASSES, splitMnist, toModelImage, type Digit } from '../data/mnist.js';
 import { alphasCumprod, linearBetas } from '../diffusion/schedule.js';
 import { AdamW } from './optim.js';
 import { buildRouterStep, routerNames } from './router-graph.js';
@@ -293,19 +293,21 @@ export class RouterTrainer {
     this.method = 'ltc';
     const started = performance.now();
     const { train } = splitMnist();
-    const byLabel = Array.from({ length: 10 }, (_, label) => train.filter((d) => d.label === label));
+    const text = !this.engine.pkg.manifest.classes?.length;
+    const byLabel = text ? Array.from({ length: DIGIT_CLASSES }, (_, label) => train.filter((d) => d.label === label)) : [];
     const ab = alphasCumprod(linearBetas());
+    // LTC starts mid-trajectory with no sampler history: the step from k to k + 1 is then
+    // DDIM's (stateless, so one for the run), which is also DPM-Solver++'s first-order step
+    // on the same timesteps.
+    const sampler = createSampler('ddim', { steps: T });
     const oddSteps = Array.from({ length: T }, (_, k) => k).filter((k) => k % 2 === 1 && k + 1 < T);
     if (!oddSteps.length) throw new HarmonicaError('BAD_INPUT', `LTC needs at least 3 steps, got ${T}`);
     const progress = this.opts.progress ? new Progress('train-router ltc', updates, 'updates') : null;
     const history: { update: number; dataLoss: number; cur: number }[] = [];
     for (let update = 0; update < updates; update++) {
       const rng = new Rng(seed).fork(`ltc-${update}`);
-      // LTC starts mid-trajectory with no sampler history: the step from k to k + 1 is then
-      // DDIM's, which is also DPM-Solver++'s first-order step on the same timesteps.
-      const sampler = createSampler('ddim', { steps: T });
       const k = oddSteps[rng.int(oddSteps.length)]!;
-      const { x, conditions } = await this.realBatch(rng, train, byLabel);
+      const { x, conditions } = text ? await this.captionedBatch(rng, byLabel) : this.labelledBatch(rng, train);
       const abk = ab[sampler.timesteps[k]!]!;
       const noise = initialNoise(x.length, rng);
       for (let j = 0; j < x.length; j++) x[j] = Math.sqrt(abk) * x[j]! + Math.sqrt(1 - abk) * noise[j]!;
@@ -320,22 +322,26 @@ export class RouterTrainer {
     return this.artifact((performance.now() - started) / 1000, history);
   }
 
-  /** A batch of real training images with their conditions (labels, or a caption they match). */
-  private async realBatch(rng: Rng, train: readonly Digit[], byLabel: readonly Digit[][]): Promise<{ x: Float32Array; conditions: Record<string, HostTensor> }> {
+  /** Real training digits with their class labels (the guidance rows get the null class). */
+  private labelledBatch(rng: Rng, train: readonly Digit[]): { x: Float32Array; conditions: Record<string, HostTensor> } {
     const { batch } = this.opts;
     const x = new Float32Array(batch * this.latent);
-    const numClasses = this.engine.pkg.manifest.classes?.length ?? 0;
-    if (numClasses) {
-      const labels: number[] = [];
-      for (let i = 0; i < batch; i++) {
-        const d = train[rng.int(train.length)]!;
-        toModelImage(d.pixels, x, i * this.latent);
-        labels.push(d.label);
-      }
-      const y = [...labels, ...new Array<number>(this.rows - batch).fill(numClasses)];
-      return { x, conditions: { y: tensor('int64', [this.rows], y) } };
+    const labels: number[] = [];
+    for (let i = 0; i < batch; i++) {
+      const d = train[rng.int(train.length)]!;
+      toModelImage(d.pixels, x, i * this.latent);
+      labels.push(d.label);
     }
-    const layout = randomLayout(rng.int(10), rng);
+    const numClasses = this.engine.pkg.manifest.classes!.length;
+    const y = [...labels, ...new Array<number>(this.rows - batch).fill(numClasses)];
+    return { x, conditions: { y: tensor('int64', [this.rows], y) } };
+  }
+
+  /** Real training digits of one random class, drawn at one random size and place, with a caption saying so. */
+  private async captionedBatch(rng: Rng, byLabel: readonly Digit[][]): Promise<{ x: Float32Array; conditions: Record<string, HostTensor> }> {
+    const { batch } = this.opts;
+    const x = new Float32Array(batch * this.latent);
+    const layout = randomLayout(rng.int(DIGIT_CLASSES), rng);
     const digits = byLabel[layout.label]!;
     for (let i = 0; i < batch; i++) renderDigit(digits[rng.int(digits.length)]!, layout.size, layout.place, x, i * this.latent);
     const { feeds } = await this.engine.conditioning.build({ prompt: captionFor(layout, rng), n: batch }, this.rows);
