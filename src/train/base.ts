@@ -35,6 +35,13 @@ export type BaseTrainConfig = TaskConfig & {
     checkpointEvery: number;
     /** Learning-rate schedule after warm-up (default constant). */
     schedule?: 'constant' | 'cosine';
+    /**
+     * Min-SNR-gamma loss weighting (Hang et al., 2023, "Efficient Diffusion Training via
+     * Min-SNR Weighting Strategy"): each sample's squared error is weighted min(SNR(t), gamma) / SNR(t),
+     * which for epsilon prediction damps the nearly clean steps whose gradients fight the noisy
+     * ones. Absent: uniform weighting.
+     */
+    minSnrGamma?: number;
   };
   /** Defaults written into the model package. */
   sample: { sampler: string; steps: number; cfg: number };
@@ -47,12 +54,15 @@ export async function loadTrainConfig(path: string): Promise<BaseTrainConfig> {
   for (const k of ['steps', 'batch', 'lr', 'checkpointEvery'] as const) {
     if (!(cfg.train?.[k] > 0)) throw new HarmonicaError('BAD_CONFIG', `${path}: train.${k} must be > 0`);
   }
+  const gamma = cfg.train.minSnrGamma;
+  if (gamma !== undefined && !(gamma > 0)) throw new HarmonicaError('BAD_CONFIG', `${path}: train.minSnrGamma must be > 0`);
   return cfg;
 }
 
 /**
- * One optimisation step as one graph: epsilon-prediction loss mean((model(x_t, t, c) - eps)^2)
- * and its gradients w.r.t. every weight, the weights being graph inputs.
+ * One optimisation step as one graph: epsilon-prediction loss mean(w * (model(x_t, t, c) - eps)^2)
+ * with a per-sample weight w (1, or Min-SNR's), its gradients w.r.t. every weight (the weights
+ * being graph inputs), and the unweighted mean squared error for the log.
  */
 export function buildTrainingStep(task: TrainTask, batch: number): { graph: GraphBuilder; params: Map<Value, HostTensor>; origins: Map<Value, ParamOrigin> } {
   const b = new GraphBuilder(`${task.model.family}_train_step`, { weights: 'inputs' });
@@ -60,23 +70,38 @@ export function buildTrainingStep(task: TrainTask, batch: number): { graph: Grap
   const [c, h, w] = task.model.latentShape;
   const eps = b.input('eps', 'float32', [batch, c, h, w]);
   const prediction = task.model.outChannels === c ? out : b.slice(out, [0], [c], [1]);
+  const weight = b.input('weight', 'float32', [batch, 1, 1, 1]);
   const diff = b.sub(prediction, eps);
-  const loss = b.reduceMean(b.mul(diff, diff), [0, 1, 2, 3], false);
+  const squared = b.mul(diff, diff);
+  const loss = b.reduceMean(b.mul(weight, squared), [0, 1, 2, 3], false);
   b.output(loss, 'loss');
+  b.output(b.reduceMean(squared, [0, 1, 2, 3], false), 'mse');
   const params = [...b.graph.paramValues.keys()];
   gradients(b, loss, params).forEach((g, i) => b.output(g, `grad/${params[i]!.name}`));
   return { graph: b, params: b.graph.paramValues, origins: b.graph.paramOrigins };
 }
 
-/** Noises clean images: x_t = sqrt(ab) x0 + sqrt(1 - ab) eps with t uniform over the 1000 steps. */
-export function noised(x0: Float32Array, batch: number, rng: Rng, ab: Float64Array): Record<string, HostTensor> {
+/** The loss weight of timestep t: 1, or with Min-SNR-gamma min(SNR, gamma) / SNR, SNR = ab / (1 - ab). */
+export function lossWeight(ab: number, minSnrGamma: number | undefined): number {
+  if (minSnrGamma === undefined) return 1;
+  const snr = ab / (1 - ab);
+  return Math.min(snr, minSnrGamma) / snr;
+}
+
+/**
+ * Noises clean images: x_t = sqrt(ab) x0 + sqrt(1 - ab) eps with t uniform over the 1000 steps,
+ * and each sample's loss weight.
+ */
+export function noised(x0: Float32Array, batch: number, rng: Rng, ab: Float64Array, minSnrGamma?: number): Record<string, HostTensor> {
   const size = x0.length / batch;
   const side = Math.sqrt(size);
   const eps = rng.fillNormal(new Float32Array(x0.length));
   const xt = new Float32Array(x0.length);
   const t = new Float32Array(batch);
+  const weight = new Float32Array(batch);
   for (let i = 0; i < batch; i++) {
     t[i] = rng.int(ab.length);
+    weight[i] = lossWeight(ab[t[i]!]!, minSnrGamma);
     const a = Math.sqrt(ab[t[i]!]!);
     const s = Math.sqrt(1 - ab[t[i]!]!);
     for (let k = i * size; k < (i + 1) * size; k++) xt[k] = a * x0[k]! + s * eps[k]!;
@@ -85,13 +110,14 @@ export function noised(x0: Float32Array, batch: number, rng: Rng, ab: Float64Arr
     x: tensor('float32', [batch, 1, side, side], xt),
     t: tensor('float32', [batch], t),
     eps: tensor('float32', [batch, 1, side, side], eps),
+    weight: tensor('float32', [batch, 1, 1, 1], weight),
   };
 }
 
 /** A training batch of `task` from `data` (the random stream decides everything). */
-export function trainingBatch(task: TrainTask, data: readonly Digit[], batch: number, rng: Rng, dropout: number, ab: Float64Array): Record<string, HostTensor> {
+export function trainingBatch(task: TrainTask, data: readonly Digit[], batch: number, rng: Rng, dropout: number, ab: Float64Array, minSnrGamma?: number): Record<string, HostTensor> {
   const { x0, feeds } = task.sample(data, batch, rng, dropout);
-  return { ...feeds, ...noised(x0, batch, rng, ab) };
+  return { ...feeds, ...noised(x0, batch, rng, ab, minSnrGamma) };
 }
 
 /** Linear warm-up, then constant or (schedule 'cosine') a cosine decay to 10% at the last step. */
@@ -166,16 +192,17 @@ export async function trainBase(cfg: BaseTrainConfig, out: string, opts: { resum
   const started = performance.now() - state.wallSeconds * 1000;
   while (state.step < stopAt) {
     const rng = new Rng(t.seed).fork(`step-${state.step}`);
-    const results = await session.run({ ...feedsBase, ...trainingBatch(task, train, t.batch, rng, t.conditionDropout, ab) });
+    const results = await session.run({ ...feedsBase, ...trainingBatch(task, train, t.batch, rng, t.conditionDropout, ab, t.minSnrGamma) });
     const grads = new Map([...named.keys()].map((name) => [name, results[`grad/${name}`]!.data as Float32Array]));
     adam.lr = learningRate(t, state.step);
     const { gradNorm } = adam.step(grads);
     ema.update(named);
     state.step++;
     state.lastLoss = (results.loss!.data as Float32Array)[0]!;
+    const mse = (results.mse!.data as Float32Array)[0]!;
     state.wallSeconds = (performance.now() - started) / 1000;
     progress.tick(1, { loss: state.lastLoss, gradNorm });
-    await appendFile(join(out, 'log.jsonl'), `${JSON.stringify({ step: state.step, loss: state.lastLoss, gradNorm, lr: adam.lr, seconds: state.wallSeconds })}\n`);
+    await appendFile(join(out, 'log.jsonl'), `${JSON.stringify({ step: state.step, loss: state.lastLoss, mse, gradNorm, lr: adam.lr, seconds: state.wallSeconds })}\n`);
     if (state.step % t.checkpointEvery === 0 || state.step === stopAt) await saveCheckpoint(join(out, CHECKPOINT), state, named, adam, ema);
   }
   await session.release();

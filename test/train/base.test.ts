@@ -1,9 +1,9 @@
-import { mkdtemp, readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Engine } from '../../src/engine/engine.js';
-import { buildTrainingStep, exportBaseModel, trainBase, trainingBatch, type BaseTrainConfig } from '../../src/train/base.js';
+import { buildTrainingStep, exportBaseModel, loadTrainConfig, lossWeight, trainBase, trainingBatch, type BaseTrainConfig } from '../../src/train/base.js';
 import { createTask, type TrainTask } from '../../src/train/tasks.js';
 import { plainHooks } from '../../src/models/sublayer.js';
 import { createDenoiser } from '../../src/models/denoiser.js';
@@ -42,6 +42,44 @@ describe('base-model trainer', () => {
     await trainBase(cfg, restarted, { threads: 1, stopAfter: 3 });
     await trainBase({ ...cfg, train: { ...cfg.train, seed: 4 } }, restarted, { threads: 1 });
     expect((await losses(restarted)).slice(3)).not.toEqual(a.slice(3));
+  });
+
+  it('Min-SNR-gamma weights each sample min(SNR, gamma) / SNR; uniform weighting is the plain MSE', async () => {
+    expect(lossWeight(0.9, undefined)).toBe(1);
+    expect(lossWeight(10 / 11, 5)).toBeCloseTo(0.5, 12); // SNR 10
+    expect(lossWeight(2 / 3, 5)).toBe(1); // SNR 2 < gamma
+    const ab = alphasCumprod(linearBetas());
+    const task = createTask(cfg, cfg.train.seed);
+    const { graph, params } = buildTrainingStep(task, 4);
+    const session = await Session.create(graph.graph, { threads: 1 });
+    const weightsFeed: Record<string, HostTensor> = {};
+    for (const [v, t] of params) weightsFeed[v.name] = t;
+    const run = async (batch: Record<string, HostTensor>) => {
+      const r = await session.run({ ...weightsFeed, ...batch });
+      return { loss: (r.loss!.data as Float32Array)[0]!, mse: (r.mse!.data as Float32Array)[0]! };
+    };
+    const uniform = trainingBatch(task, splitMnist().train, 4, new Rng(5), 0, ab);
+    const plain = await run(uniform);
+    expect(plain.loss).toBe(plain.mse);
+    // Same batch (same random stream), weighted: each sample's error counts with its timestep's weight.
+    const weighted = trainingBatch(task, splitMnist().train, 4, new Rng(5), 0, ab, 5);
+    const t = weighted.t!.data as Float32Array;
+    const w = weighted.weight!.data as Float32Array;
+    expect([...w]).toEqual([...t].map((ti) => Math.fround(lossWeight(ab[ti]!, 5))));
+    const perSample: number[] = [];
+    for (let i = 0; i < 4; i++) {
+      const oneHot = tensor('float32', [4, 1, 1, 1], Float32Array.from({ length: 4 }, (_, k) => (k === i ? 4 : 0)));
+      perSample.push((await run({ ...weighted, weight: oneHot })).loss);
+    }
+    const expected = perSample.reduce((sum, mse, i) => sum + w[i]! * mse, 0) / 4;
+    const got = await run(weighted);
+    expect(got.mse).toBe(plain.mse);
+    expect(got.loss).toBeCloseTo(expected, 6);
+    await session.release();
+    // A non-positive gamma is a config error.
+    const path = join(await mkdtemp(join(tmpdir(), 'train-cfg-')), 'bad.json');
+    await writeFile(path, JSON.stringify({ ...cfg, train: { ...cfg.train, minSnrGamma: 0 } }));
+    await expect(loadTrainConfig(path)).rejects.toThrow(/minSnrGamma must be > 0/);
   });
 
   it('exports the EMA weights as a model package that generates', async () => {
