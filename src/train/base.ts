@@ -101,9 +101,10 @@ export function noised(x0: Float32Array, batch: number, rng: Rng, ab: Float64Arr
   const weight = new Float32Array(batch);
   for (let i = 0; i < batch; i++) {
     t[i] = rng.int(ab.length);
-    weight[i] = lossWeight(ab[t[i]!]!, minSnrGamma);
-    const a = Math.sqrt(ab[t[i]!]!);
-    const s = Math.sqrt(1 - ab[t[i]!]!);
+    const abt = ab[t[i]!]!;
+    weight[i] = lossWeight(abt, minSnrGamma);
+    const a = Math.sqrt(abt);
+    const s = Math.sqrt(1 - abt);
     for (let k = i * size; k < (i + 1) * size; k++) xt[k] = a * x0[k]! + s * eps[k]!;
   }
   return {
