@@ -115,10 +115,13 @@ export function noised(x0: Float32Array, batch: number, rng: Rng, ab: Float64Arr
   };
 }
 
+/** The settings of a run that shape its batches. */
+export type BatchSettings = Pick<BaseTrainConfig['train'], 'batch' | 'conditionDropout' | 'minSnrGamma'>;
+
 /** A training batch of `task` from `data` (the random stream decides everything). */
-export function trainingBatch(task: TrainTask, data: readonly Digit[], batch: number, rng: Rng, dropout: number, ab: Float64Array, minSnrGamma?: number): Record<string, HostTensor> {
-  const { x0, feeds } = task.sample(data, batch, rng, dropout);
-  return { ...feeds, ...noised(x0, batch, rng, ab, minSnrGamma) };
+export function trainingBatch(task: TrainTask, data: readonly Digit[], settings: BatchSettings, rng: Rng, ab: Float64Array): Record<string, HostTensor> {
+  const { x0, feeds } = task.sample(data, settings.batch, rng, settings.conditionDropout);
+  return { ...feeds, ...noised(x0, settings.batch, rng, ab, settings.minSnrGamma) };
 }
 
 /** Linear warm-up, then constant or (schedule 'cosine') a cosine decay to 10% at the last step. */
@@ -193,7 +196,7 @@ export async function trainBase(cfg: BaseTrainConfig, out: string, opts: { resum
   const started = performance.now() - state.wallSeconds * 1000;
   while (state.step < stopAt) {
     const rng = new Rng(t.seed).fork(`step-${state.step}`);
-    const results = await session.run({ ...feedsBase, ...trainingBatch(task, train, t.batch, rng, t.conditionDropout, ab, t.minSnrGamma) });
+    const results = await session.run({ ...feedsBase, ...trainingBatch(task, train, t, rng, ab) });
     const grads = new Map([...named.keys()].map((name) => [name, results[`grad/${name}`]!.data as Float32Array]));
     adam.lr = learningRate(t, state.step);
     const { gradNorm } = adam.step(grads);

@@ -58,11 +58,11 @@ describe('base-model trainer', () => {
       const r = await session.run({ ...weightsFeed, ...batch });
       return { loss: (r.loss!.data as Float32Array)[0]!, mse: (r.mse!.data as Float32Array)[0]! };
     };
-    const uniform = trainingBatch(task, splitMnist().train, 4, new Rng(5), 0, ab);
+    const uniform = trainingBatch(task, splitMnist().train, { batch: 4, conditionDropout: 0 }, new Rng(5), ab);
     const plain = await run(uniform);
     expect(plain.loss).toBe(plain.mse);
     // Same batch (same random stream), weighted: each sample's error counts with its timestep's weight.
-    const weighted = trainingBatch(task, splitMnist().train, 4, new Rng(5), 0, ab, 5);
+    const weighted = trainingBatch(task, splitMnist().train, { batch: 4, conditionDropout: 0, minSnrGamma: 5 }, new Rng(5), ab);
     const t = weighted.t!.data as Float32Array;
     const w = weighted.weight!.data as Float32Array;
     expect([...w]).toEqual([...t].map((ti) => Math.fround(lossWeight(ab[ti]!, 5))));
@@ -96,7 +96,7 @@ describe('base-model trainer', () => {
     // The package holds exactly the EMA weights (up to fp16): same loss on a fixed batch.
     const model = createDenoiser('dit', cfg.model);
     const task = createTask(cfg, cfg.train.seed);
-    const batch = trainingBatch(task, splitMnist().train, 4, new Rng(9), 0, alphasCumprod(linearBetas()));
+    const batch = trainingBatch(task, splitMnist().train, { batch: 4, conditionDropout: 0 }, new Rng(9), alphasCumprod(linearBetas()));
     const lossWith = async (weights: Weights, value: (name: string, t: HostTensor) => HostTensor) => {
       const withWeights: TrainTask = { ...task, build: (b, n) => model.build(b, weights, n, plainHooks(b)).out };
       const { graph, params } = buildTrainingStep(withWeights, 4);
