@@ -33,6 +33,7 @@ export async function createAdamWGraphStep(
   session: SessionConfig = {},
 ): Promise<AdamWGraphStep> {
   const c = resolveAdamWConfig(config);
+  if (config.lrScales?.size) throw new Error('createAdamWGraphStep: per-parameter lr multipliers are not supported (one step size for all)');
   const names = Object.keys(shapes);
   if (names.length === 0) throw new Error('createAdamWGraphStep: no parameters');
   const b = new GraphBuilder('adamw_step');

@@ -42,6 +42,12 @@ export type BaseTrainConfig = TaskConfig & {
      * ones. Absent: uniform weighting.
      */
     minSnrGamma?: number;
+    /**
+     * Learning-rate multipliers by parameter name: each key is a regular expression, and a
+     * parameter it matches steps with lr * multiplier (e.g. a faster text path for PixArt:
+     * `{"attn2\\.": 4}`). A parameter matched by several keys takes the first.
+     */
+    lrMultipliers?: Record<string, number>;
   };
   /** Defaults written into the model package. */
   sample: { sampler: string; steps: number; cfg: number };
@@ -56,6 +62,14 @@ export async function loadTrainConfig(path: string): Promise<BaseTrainConfig> {
   }
   const gamma = cfg.train.minSnrGamma;
   if (gamma !== undefined && !(gamma > 0)) throw new HarmonicaError('BAD_CONFIG', `${path}: train.minSnrGamma must be > 0`);
+  for (const [pattern, m] of Object.entries(cfg.train.lrMultipliers ?? {})) {
+    try {
+      new RegExp(pattern);
+    } catch {
+      throw new HarmonicaError('BAD_CONFIG', `${path}: train.lrMultipliers key ${JSON.stringify(pattern)} is not a regular expression`);
+    }
+    if (!(m >= 0 && Number.isFinite(m))) throw new HarmonicaError('BAD_CONFIG', `${path}: train.lrMultipliers[${JSON.stringify(pattern)}] must be a finite number >= 0`);
+  }
   return cfg;
 }
 
@@ -124,6 +138,25 @@ export function trainingBatch(task: TrainTask, data: readonly Digit[], settings:
   return { ...feeds, ...noised(x0, settings.batch, rng, ab, settings.minSnrGamma) };
 }
 
+/**
+ * Each parameter's learning-rate multiplier from the config's patterns (the first that matches).
+ * A pattern that matches no parameter is a config error: it would otherwise do nothing silently.
+ */
+export function lrScales(multipliers: Record<string, number> | undefined, names: Iterable<string>): Map<string, number> {
+  const patterns = Object.entries(multipliers ?? {}).map(([p, m]) => ({ p, re: new RegExp(p), m, used: false }));
+  const scales = new Map<string, number>();
+  for (const name of names) {
+    const hit = patterns.find((x) => x.re.test(name));
+    if (hit) {
+      hit.used = true;
+      scales.set(name, hit.m);
+    }
+  }
+  const unused = patterns.find((x) => !x.used);
+  if (unused) throw new HarmonicaError('BAD_CONFIG', `train.lrMultipliers: ${JSON.stringify(unused.p)} matches no parameter`);
+  return scales;
+}
+
 /** Linear warm-up, then constant or (schedule 'cosine') a cosine decay to 10% at the last step. */
 export function learningRate(t: BaseTrainConfig['train'], step: number): number {
   const warm = Math.min(1, (step + 1) / Math.max(1, t.warmupSteps));
@@ -182,7 +215,7 @@ export async function trainBase(cfg: BaseTrainConfig, out: string, opts: { resum
   const { graph, params } = buildTrainingStep(task, t.batch);
   const session = await Session.create(graph.graph, { threads: opts.threads });
   const named = new Map([...params].map(([v, tensorValue]) => [v.name, tensorValue.data as Float32Array]));
-  const adam = new AdamW(named, { lr: t.lr, weightDecay: t.weightDecay, maxGradNorm: t.maxGradNorm });
+  const adam = new AdamW(named, { lr: t.lr, weightDecay: t.weightDecay, maxGradNorm: t.maxGradNorm, lrScales: lrScales(t.lrMultipliers, named.keys()) });
   const ema = new EMA(named, t.emaDecay);
   const state: TrainState = { step: 0, wallSeconds: 0, lastLoss: NaN };
   if (opts.resume && existsSync(join(out, CHECKPOINT))) Object.assign(state, await loadCheckpoint(join(out, CHECKPOINT), named, adam, ema));

@@ -29,10 +29,15 @@ export interface AdamWConfig {
   weightDecay?: number;
   /** Global L2 clipping over all gradients: if the norm exceeds this, all are scaled by max / (norm + 1e-6). */
   maxGradNorm?: number;
+  /**
+   * Per-parameter learning-rate multipliers (torch's parameter groups with their own lr):
+   * a parameter named here steps with lr * multiplier, its weight decay too. Others use 1.
+   */
+  lrScales?: ReadonlyMap<string, number>;
 }
 
 /** AdamWConfig with every default filled in. */
-export type ResolvedAdamWConfig = Required<Omit<AdamWConfig, 'maxGradNorm'>> & { maxGradNorm: number | undefined };
+export type ResolvedAdamWConfig = Required<Omit<AdamWConfig, 'maxGradNorm' | 'lrScales'>> & { maxGradNorm: number | undefined };
 
 export type NamedArrays = Map<string, Float32Array> | Record<string, Float32Array>;
 
@@ -139,12 +144,18 @@ export class AdamW {
   readonly config: Readonly<ResolvedAdamWConfig>;
   private readonly m = new Map<string, Float32Array>();
   private readonly v = new Map<string, Float32Array>();
+  private readonly lrScales: ReadonlyMap<string, number>;
   private _lr: number;
   private t = 0;
 
   constructor(params: NamedArrays, config: AdamWConfig) {
     this.params = toMap(params, 'AdamW');
     this.config = resolveAdamWConfig(config);
+    this.lrScales = config.lrScales ?? new Map();
+    for (const [name, s] of this.lrScales) {
+      if (!this.params.has(name)) throw new Error(`AdamW: lr multiplier for unknown parameter '${name}'`);
+      if (!(s >= 0 && Number.isFinite(s))) throw new Error(`AdamW: lr multiplier of '${name}' must be a finite number >= 0, got ${s}`);
+    }
     this._lr = this.config.lr;
     for (const [name, p] of this.params) {
       this.m.set(name, new Float32Array(p.length));
@@ -175,10 +186,11 @@ export class AdamW {
 
     this.t += 1;
     const { beta1: b1, beta2: b2, eps } = this.config;
-    const { decay, stepSize, invBc2Sqrt } = adamWFactors(this.config, this._lr, this.t);
+    const { invBc2Sqrt } = adamWFactors(this.config, this._lr, this.t);
     let k = 0;
     for (const [name, p] of this.params) {
       const g = gradArrays[k++]!;
+      const { decay, stepSize } = adamWFactors(this.config, this._lr * (this.lrScales.get(name) ?? 1), this.t);
       const m = this.m.get(name)!;
       const v = this.v.get(name)!;
       // One fused pass per tensor; clipping is folded in as `scale` so the caller's grads stay untouched.

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Engine } from '../../src/engine/engine.js';
-import { buildTrainingStep, exportBaseModel, loadTrainConfig, lossWeight, trainBase, trainingBatch, type BaseTrainConfig } from '../../src/train/base.js';
+import { buildTrainingStep, exportBaseModel, loadTrainConfig, lossWeight, lrScales, trainBase, trainingBatch, type BaseTrainConfig } from '../../src/train/base.js';
 import { createTask, type TrainTask } from '../../src/train/tasks.js';
 import { plainHooks } from '../../src/models/sublayer.js';
 import { createDenoiser } from '../../src/models/denoiser.js';
@@ -80,6 +80,29 @@ describe('base-model trainer', () => {
     const path = join(await mkdtemp(join(tmpdir(), 'train-cfg-')), 'bad.json');
     await writeFile(path, JSON.stringify({ ...cfg, train: { ...cfg.train, minSnrGamma: 0 } }));
     await expect(loadTrainConfig(path)).rejects.toThrow(/minSnrGamma must be > 0/);
+  });
+
+  it('lr multipliers: each parameter takes the first pattern that matches; bad patterns are config errors', async () => {
+    const names = ['caption_projection.linear_1.weight', 'transformer_blocks.0.attn2.to_q.weight', 'transformer_blocks.0.attn1.to_q.weight', 'encoder.block.0.layer.0.SelfAttention.q.weight', 'shared.weight'];
+    const scales = lrScales({ 'attn2\\.': 4, '^(encoder|shared)\\.': 2, '\\.to_q\\.': 0.5 }, names);
+    expect(Object.fromEntries(scales)).toEqual({
+      'transformer_blocks.0.attn2.to_q.weight': 4,
+      'transformer_blocks.0.attn1.to_q.weight': 0.5,
+      'encoder.block.0.layer.0.SelfAttention.q.weight': 2,
+      'shared.weight': 2,
+    });
+    expect(lrScales(undefined, names).size).toBe(0);
+    expect(() => lrScales({ 'attn3\\.': 4 }, names)).toThrow(/"attn3\\\\." matches no parameter/);
+    // A typo in a run's config fails before any step, not silently at full lr.
+    const dir = await mkdtemp(join(tmpdir(), 'train-cfg-'));
+    const write = async (lrMultipliers: Record<string, number>) => {
+      const path = join(dir, `${Object.keys(lrMultipliers)[0]!.length}-${Object.values(lrMultipliers)[0]}.json`);
+      await writeFile(path, JSON.stringify({ ...cfg, train: { ...cfg.train, lrMultipliers } }));
+      return path;
+    };
+    await expect(loadTrainConfig(await write({ '(': 2 }))).rejects.toThrow(/is not a regular expression/);
+    await expect(loadTrainConfig(await write({ attn: -1 }))).rejects.toThrow(/must be a finite number >= 0/);
+    await expect(trainBase({ ...cfg, train: { ...cfg.train, lrMultipliers: { 'attn2\\.': 4 } } }, dir, { threads: 1 })).rejects.toThrow(/matches no parameter/);
   });
 
   it('exports the EMA weights as a model package that generates', async () => {

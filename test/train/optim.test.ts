@@ -31,7 +31,7 @@ class ReferenceAdamW {
   m: Float64Array;
   v: Float64Array;
   t = 0;
-  constructor(p: ArrayLike<number>, private readonly c: Required<Omit<AdamWConfig, 'maxGradNorm'>>) {
+  constructor(p: ArrayLike<number>, private readonly c: Required<Omit<AdamWConfig, 'maxGradNorm' | 'lrScales'>>) {
     this.p = Float64Array.from(p);
     this.m = new Float64Array(p.length);
     this.v = new Float64Array(p.length);
@@ -168,6 +168,30 @@ describe('AdamW', () => {
     expect(() => (opt.lr = -1)).toThrow('lr must be');
     expect(() => new AdamW({ a: new Float32Array(1) }, { lr: 0.1, beta2: 1 })).toThrow('beta2 must be in [0, 1)');
     expect(() => new AdamW({}, { lr: 0.1 })).toThrow('no parameters');
+  });
+
+  it('lr multipliers: a scaled parameter steps exactly as in an optimizer with lr * multiplier (decay too), others as without', () => {
+    const rng = new Rng(21);
+    const start = randomArrays(rng);
+    const grads = [randomArrays(rng), randomArrays(rng), randomArrays(rng)];
+    const config = { lr: 0.01, weightDecay: 0.1 };
+    const mixed = clone(start);
+    const plain = clone(start);
+    const fast = clone(start);
+    const frozen = clone(start);
+    const optMixed = new AdamW(mixed, { ...config, lrScales: new Map([['w.weight', 3], ['scale', 0]]) });
+    const optPlain = new AdamW(plain, config);
+    const optFast = new AdamW(fast, { ...config, lr: 0.03 });
+    const optFrozen = new AdamW(frozen, { ...config, lr: 0 });
+    for (const g of grads) {
+      for (const opt of [optMixed, optPlain, optFast, optFrozen]) opt.step(clone(g));
+    }
+    expect(maxAbsDiff(mixed['w.weight']!, fast['w.weight']!)).toBe(0);
+    expect(maxAbsDiff(mixed['w.bias']!, plain['w.bias']!)).toBe(0);
+    expect(mixed.scale).toEqual(start.scale);
+    expect(maxAbsDiff(mixed['w.weight']!, plain['w.weight']!)).toBeGreaterThan(1e-3);
+    expect(() => new AdamW(clone(start), { lr: 0.1, lrScales: new Map([['nope', 2]]) })).toThrow("lr multiplier for unknown parameter 'nope'");
+    expect(() => new AdamW(clone(start), { lr: 0.1, lrScales: new Map([['scale', -1]]) })).toThrow("lr multiplier of 'scale' must be a finite number >= 0");
   });
 
   it('state round trip resumes identically (1..6 straight == 1..3, save, load into a new optimizer, 4..6)', () => {
