@@ -12,10 +12,20 @@ const MAX_PERIOD = 10_000;
  * freqShift = 1 (`downscale_freq_shift`). The frequencies are a constant.
  */
 export function timestepFeatures(b: GraphBuilder, t: Value, dim = TIMESTEP_FEATURES, freqShift = 0): Value {
-  const half = dim / 2;
-  const freqs = Float32Array.from({ length: half }, (_, i) => Math.exp((-Math.log(MAX_PERIOD) * i) / (half - freqShift)));
-  const args = b.mul(b.unsqueeze(b.cast(t, 'float32'), [1]), b.constant(tensor('float32', [1, half], freqs), 'timestep_freqs'));
+  const freqs = Float32Array.from(timestepFrequencies(dim, freqShift));
+  const args = b.mul(b.unsqueeze(b.cast(t, 'float32'), [1]), b.constant(tensor('float32', [1, dim / 2], freqs), 'timestep_freqs'));
   return b.concat([b.cos(args), b.sin(args)], 1);
+}
+
+function timestepFrequencies(dim: number, freqShift: number): Float64Array {
+  const half = dim / 2;
+  return Float64Array.from({ length: half }, (_, i) => Math.exp((-Math.log(MAX_PERIOD) * i) / (half - freqShift)));
+}
+
+/** The features of one timestep on the host, as timestepFeatures computes them in a graph. */
+export function timestepFeatureValues(t: number, dim = TIMESTEP_FEATURES, freqShift = 0): Float64Array {
+  const freqs = timestepFrequencies(dim, freqShift);
+  return Float64Array.from({ length: dim }, (_, i) => (i < dim / 2 ? Math.cos(t * freqs[i]!) : Math.sin(t * freqs[i - dim / 2]!)));
 }
 
 /** 1-D sin-cos embedding of positions: [n, dim] as cat(sin, cos) (MAE / DiT). */

@@ -14,7 +14,9 @@ import { tensor, type HostTensor } from '../tensor/tensor.js';
 import { HarmonicaError } from '../util/errors.js';
 import { log } from '../util/log.js';
 import { Progress } from '../util/progress.js';
-import { resolveModelDir, writeModelPackage } from '../engine/package.js';
+import { openModelPackage, resolveModelDir, writeModelPackage } from '../engine/package.js';
+import type { DitConfig } from '../models/dit.js';
+import { pixartFromDit } from '../models/checkpoints/pixart-from-dit.js';
 import { AdamW, EMA } from './optim.js';
 import { createTask, packageWeights, WEIGHTS, type TaskConfig, type TrainTask } from './tasks.js';
 
@@ -190,9 +192,19 @@ async function readInitFrom(runDir: string): Promise<{ name: string; dir: string
   return { name, dir: existsSync(copy) ? copy : resolveModelDir(name) };
 }
 
-/** The run's task: from scratch, or starting from a model package's weights. */
+/**
+ * The run's task: from scratch, or starting from a model package's weights: one of the same
+ * family, or for a PixArt run a DiT (its transformer; the text path starts fresh).
+ */
 async function taskFor(cfg: BaseTrainConfig, initFrom: string | undefined): Promise<TrainTask> {
   if (!initFrom) return createTask(cfg, cfg.train.seed);
+  const { manifest } = await openModelPackage(initFrom);
+  if (cfg.family === 'pixart' && manifest.family === 'dit') {
+    if (manifest.layout !== 'diffusers') throw new HarmonicaError('BAD_CONFIG', `${initFrom}: a PixArt run starts from a DiT in the diffusers layout`);
+    const dit = await packageWeights(initFrom, [WEIGHTS]);
+    return createTask(cfg, cfg.train.seed, { [WEIGHTS]: pixartFromDit(dit[WEIGHTS]!, manifest.config as unknown as DitConfig, cfg.model, cfg.train.seed) });
+  }
+  if (manifest.family !== cfg.family) throw new HarmonicaError('BAD_CONFIG', `${initFrom} is a ${manifest.family} model; a ${cfg.family} run cannot start from it`);
   return createTask(cfg, cfg.train.seed, await packageWeights(initFrom, Object.keys(createTask(cfg, cfg.train.seed).components)));
 }
 

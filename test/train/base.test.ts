@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { Engine } from '../../src/engine/engine.js';
 import { buildTrainingStep, exportBaseModel, loadTrainConfig, lossWeight, lrScales, trainBase, trainingBatch, type BaseTrainConfig } from '../../src/train/base.js';
 import { createTask, type TrainTask } from '../../src/train/tasks.js';
+import type { DitConfig } from '../../src/models/dit.js';
 import { plainHooks } from '../../src/models/sublayer.js';
 import { createDenoiser } from '../../src/models/denoiser.js';
 import { Weights } from '../../src/models/weights.js';
@@ -175,6 +176,36 @@ describe('base-model trainer', () => {
       steps: cfg.train.steps,
       initFrom: { package: join(first, 'package'), sha256: firstManifest.files['weights.safetensors'], provenance: { steps: cfg.train.steps } },
     });
+  });
+
+  it('a PixArt run starts from a DiT package of the same shape (transformer from the DiT, text path fresh); another family is refused', async () => {
+    const ditRun = await mkdtemp(join(tmpdir(), 'train-d-'));
+    await trainBase(cfg, ditRun, { threads: 1 });
+    const ditPackage = join(ditRun, 'package');
+    await exportBaseModel(cfg, ditRun, ditPackage);
+    const m = cfg.model as DitConfig;
+    const pixart: BaseTrainConfig = {
+      id: 'micro-pixart', family: 'pixart',
+      model: { sampleSize: m.inputSize, patchSize: m.patchSize, inChannels: 1, outChannels: 1, hidden: m.hidden, depth: m.depth, heads: m.heads, mlpRatio: m.mlpRatio, captionChannels: 16, maxTokens: 12, interpolationScale: 1, useAdditionalConditions: false, normEps: 1e-6 },
+      textEncoder: { vocabSize: 47, dModel: 16, dKv: 8, dFf: 32, numLayers: 1, numHeads: 2, relativeAttentionNumBuckets: 8, relativeAttentionMaxDistance: 16, layerNormEpsilon: 1e-6, feedForwardProj: 'gated-gelu', maxLength: 12 },
+      // Frozen (every lr multiplier 0), so the export shows the weights the run started from.
+      train: { ...cfg.train, steps: 2, lrMultipliers: { '.': 0 } },
+      sample: { sampler: 'dpmpp', steps: 3, cfg: 2 },
+    };
+    const run = await mkdtemp(join(tmpdir(), 'train-pd-'));
+    await trainBase(pixart, run, { threads: 1, initFrom: ditPackage });
+    await exportBaseModel(pixart, run, join(run, 'package'));
+    const started = await readSafetensors(join(run, 'package', 'weights.safetensors'));
+    const ditWeights = await readSafetensors(join(ditPackage, 'weights.safetensors'));
+    for (const key of ['transformer_blocks.1.attn1.to_q.weight', 'transformer_blocks.0.ff.net.2.bias', 'pos_embed.proj.weight']) {
+      expect(started.get(key)!.data).toEqual(ditWeights.get(key)!.data);
+    }
+    expect(started.get('proj_out.weight')!.data).toEqual(ditWeights.get('proj_out_2.weight')!.data);
+    expect([...started.get('transformer_blocks.0.attn2.to_out.0.weight')!.data].every((v) => v === 0)).toBe(true);
+    const engine = await Engine.open(join(run, 'package'), { threads: 1 });
+    expect((await engine.generate({ prompt: 'a large 3 in the center' })).images).toHaveLength(1);
+    expect(engine.pkg.manifest.provenance).toMatchObject({ initFrom: { package: ditPackage, provenance: { config: { family: 'dit' } } } });
+    await expect(trainBase(cfg, await mkdtemp(join(tmpdir(), 'train-pe-')), { threads: 1, initFrom: join(run, 'package') })).rejects.toThrow(/is a pixart model; a dit run cannot start from it/);
   });
 
   it('exports into the package it started from, as often as needed, with the same weights and provenance', async () => {
