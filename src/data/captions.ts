@@ -53,6 +53,17 @@ export function captionFor(layout: Layout, rng: Rng): string {
   return rng.uniform() < 0.8 ? `${article} ${size} ${digit} in the ${place}` : `${article} ${size} ${digit} at the ${place}`;
 }
 
+/**
+ * A caption that names only the digit ("a 7", "the number seven"): the image is still drawn
+ * at a random size and place. Mixed into training, these make the digit word one of two or
+ * three tokens, so cross-attention cannot learn the layout words and ignore it.
+ */
+export function digitCaption(label: number, rng: Rng): string {
+  const digit = rng.uniform() < 0.5 ? String(label) : DIGIT_WORDS[label]!;
+  const lead = ['a', 'the digit', 'the number'][rng.int(3)]!;
+  return `${lead} ${digit}`;
+}
+
 /** Top-left corner of the scaled digit box for a place. */
 export function boxOrigin(size: DigitSize, place: number): { x: number; y: number; side: number } {
   const side = MNIST_SIDE * SIZE_SCALE[size];
@@ -125,11 +136,15 @@ export function randomCondition(numClasses: number, rng: Rng): { classLabel: num
   return { prompt: captionFor(randomLayout(rng.int(DIGIT_CLASSES), rng), rng) };
 }
 
-/** A random digit at a random size and place, with a caption. */
-export function randomCaptionedSample(digits: readonly Digit[], rng: Rng): CaptionedSample {
+/**
+ * A random digit at a random size and place, with a caption: one that names only the digit
+ * with probability `digitOnly` (see digitCaption), else one that states size and place too.
+ */
+export function randomCaptionedSample(digits: readonly Digit[], rng: Rng, digitOnly = 0): CaptionedSample {
   const digit = digits[rng.int(digits.length)]!;
   const layout = randomLayout(digit.label, rng);
-  return { ...layout, caption: captionFor(layout, rng), image: renderDigit(digit, layout.size, layout.place) };
+  const caption = digitOnly > 0 && rng.uniform() < digitOnly ? digitCaption(layout.label, rng) : captionFor(layout, rng);
+  return { ...layout, caption, image: renderDigit(digit, layout.size, layout.place) };
 }
 
 /**

@@ -50,6 +50,8 @@ export type BaseTrainConfig = TaskConfig & {
      * `{"attn2\\.": 4}`). A parameter matched by several keys takes the first.
      */
     lrMultipliers?: Record<string, number>;
+    /** Text models: share of captions that name only the digit ("a 7"; default 0). */
+    digitOnlyCaptions?: number;
   };
   /** Defaults written into the model package. */
   sample: { sampler: string; steps: number; cfg: number };
@@ -64,6 +66,9 @@ export async function loadTrainConfig(path: string): Promise<BaseTrainConfig> {
   }
   const gamma = cfg.train.minSnrGamma;
   if (gamma !== undefined && !(gamma > 0)) throw new HarmonicaError('BAD_CONFIG', `${path}: train.minSnrGamma must be > 0`);
+  const digitOnly = cfg.train.digitOnlyCaptions;
+  if (digitOnly !== undefined && !(digitOnly >= 0 && digitOnly <= 1)) throw new HarmonicaError('BAD_CONFIG', `${path}: train.digitOnlyCaptions must be in [0, 1]`);
+  if (digitOnly && cfg.family !== 'pixart') throw new HarmonicaError('BAD_CONFIG', `${path}: train.digitOnlyCaptions is for text models`);
   for (const [pattern, m] of Object.entries(cfg.train.lrMultipliers ?? {})) {
     try {
       new RegExp(pattern);
@@ -132,11 +137,11 @@ export function noised(x0: Float32Array, batch: number, rng: Rng, ab: Float64Arr
 }
 
 /** The settings of a run that shape its batches. */
-export type BatchSettings = Pick<BaseTrainConfig['train'], 'batch' | 'conditionDropout' | 'minSnrGamma'>;
+export type BatchSettings = Pick<BaseTrainConfig['train'], 'batch' | 'conditionDropout' | 'minSnrGamma' | 'digitOnlyCaptions'>;
 
 /** A training batch of `task` from `data` (the random stream decides everything). */
 export function trainingBatch(task: TrainTask, data: readonly Digit[], settings: BatchSettings, rng: Rng, ab: Float64Array): Record<string, HostTensor> {
-  const { x0, feeds } = task.sample(data, settings.batch, rng, settings.conditionDropout);
+  const { x0, feeds } = task.sample(data, settings.batch, rng, settings.conditionDropout, settings.digitOnlyCaptions);
   return { ...feeds, ...noised(x0, settings.batch, rng, ab, settings.minSnrGamma) };
 }
 

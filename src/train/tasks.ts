@@ -27,8 +27,11 @@ export interface TrainTask {
   components: Record<string, Map<string, HostTensor>>;
   /** Builds the forward pass (condition inputs included) in a builder with weights as inputs. */
   build(b: GraphBuilder, batch: number): Value;
-  /** A clean batch: images x0 [B*32*32] and condition feeds (dropped to the null condition with `dropout`). */
-  sample(data: readonly Digit[], batch: number, rng: Rng, dropout: number): { x0: Float32Array; feeds: Record<string, HostTensor> };
+  /**
+   * A clean batch: images x0 [B*32*32] and condition feeds (dropped to the null condition with
+   * `dropout`; for text models a caption naming only the digit with `digitOnly`).
+   */
+  sample(data: readonly Digit[], batch: number, rng: Rng, dropout: number, digitOnly?: number): { x0: Float32Array; feeds: Record<string, HostTensor> };
   /** Manifest fields beyond the denoiser's (classes, text encoder) and extra package files. */
   packaging(): { manifest: Partial<ModelManifest>; files: Record<string, object> };
 }
@@ -96,13 +99,13 @@ function pixartTask(cfg: PixArtConfig, t5: T5Config, seed: number, initial?: Ini
       const hidden = buildT5Encoder(b, new Weights(textWeights, TEXT_ENCODER), t5, ids, mask);
       return model.build(b, new Weights(weights), batch, plainHooks(b), { encoder_hidden_states: hidden, encoder_attention_mask: mask }).out;
     },
-    sample(data, batch, rng, dropout) {
+    sample(data, batch, rng, dropout, digitOnly = 0) {
       const size = PADDED_SIDE * PADDED_SIDE;
       const x0 = new Float32Array(batch * size);
       const ids: number[] = [];
       const mask: number[] = [];
       for (let i = 0; i < batch; i++) {
-        const s = randomCaptionedSample(data, rng);
+        const s = randomCaptionedSample(data, rng, digitOnly);
         x0.set(s.image, i * size);
         const e = tokenizer.encode(rng.uniform() < dropout ? '' : s.caption, L);
         ids.push(...e.ids);

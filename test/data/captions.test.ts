@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { CAPTION_WORDS, captionFor, measureLayout, PLACES, randomCaptionedSample, randomCondition, renderDigit } from '../../src/data/captions.js';
+import { CAPTION_WORDS, captionFor, digitCaption, measureLayout, PLACES, randomCaptionedSample, randomCondition, renderDigit } from '../../src/data/captions.js';
 import { splitMnist } from '../../src/data/mnist.js';
 import { writeWordLevelTokenizer, TextTokenizer } from '../../src/models/tokenizer.js';
 import { Rng } from '../../src/tensor/rng.js';
@@ -22,6 +22,21 @@ describe('caption generator', () => {
       const s = randomCaptionedSample(train, rng);
       expect(tok.tokenIds(s.caption)).not.toContain(2); // [UNK]
     }
+  });
+
+  it('digit-only captions name just the digit, in vocabulary words, in the share asked for', () => {
+    const tok = TextTokenizer.fromJSON(writeWordLevelTokenizer(CAPTION_WORDS));
+    const rng = new Rng(6);
+    const only = Array.from({ length: 100 }, () => digitCaption(4, rng));
+    expect(only.every((c) => /^(a|the digit|the number) (4|four)$/.test(c))).toBe(true);
+    expect(new Set(only).size).toBe(6);
+    for (const c of only) expect(tok.tokenIds(c)).not.toContain(2);
+    const mixed = Array.from({ length: 400 }, () => randomCaptionedSample(train, rng, 0.25));
+    const digitOnly = mixed.filter((s) => !/ (in|at) the /.test(s.caption));
+    expect(digitOnly.length / 400).toBeGreaterThan(0.18);
+    expect(digitOnly.length / 400).toBeLessThan(0.32);
+    // Without digit-only captions the random stream is the one it always was.
+    expect(randomCaptionedSample(train, new Rng(9), 0)).toEqual(randomCaptionedSample(train, new Rng(9)));
   });
 
   it('random conditions for image-free work: a class for class models, a varied caption for text models', () => {

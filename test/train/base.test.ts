@@ -103,6 +103,12 @@ describe('base-model trainer', () => {
     };
     await expect(loadTrainConfig(await write({ '(': 2 }))).rejects.toThrow(/is not a regular expression/);
     await expect(loadTrainConfig(await write({ attn: -1 }))).rejects.toThrow(/must be a finite number >= 0/);
+    // Digit-only captions are a share, and only for text models.
+    const captions = join(dir, 'captions.json');
+    await writeFile(captions, JSON.stringify({ ...cfg, train: { ...cfg.train, digitOnlyCaptions: 0.2 } }));
+    await expect(loadTrainConfig(captions)).rejects.toThrow(/digitOnlyCaptions is for text models/);
+    await writeFile(captions, JSON.stringify({ ...cfg, train: { ...cfg.train, digitOnlyCaptions: 1.5 } }));
+    await expect(loadTrainConfig(captions)).rejects.toThrow(/digitOnlyCaptions must be in \[0, 1\]/);
     await expect(trainBase({ ...cfg, train: { ...cfg.train, lrMultipliers: { 'attn2\\.': 4 } } }, dir, { threads: 1 })).rejects.toThrow(/matches no parameter/);
   });
 
