@@ -5,17 +5,7 @@ import { timestepFeatureValues } from '../embeddings.js';
 import type { PixArtConfig } from '../pixart.js';
 import { initPixArtWeights } from '../pixart-init.js';
 
-/**
- * PixArt-alpha weights that start from a trained class-conditional DiT, as PixArt-alpha
- * itself is trained (its first stage, "pixel dependency", is an ImageNet DiT): patch
- * embedding, self-attention, MLPs and output projection are the DiT's; adaLN-single is
- * re-parameterised from the DiT's per-block adaLN (null class): its embedding and shared
- * linear are block 0's, and each per-layer table is the mean, over `timesteps`, of what that
- * layer's own adaLN differs from the shared one (the least-squares constant; exact for block
- * 0, and for all blocks when `timesteps` is one step). The text path (caption projection,
- * cross-attention with a zero output) starts fresh, so with a single reference timestep the
- * converted model computes the DiT's unconditional prediction there (tested).
- */
+/** Timesteps over which the per-layer tables are fitted: every tenth, mid-interval. */
 export const DEFAULT_REFERENCE_TIMESTEPS: readonly number[] = Array.from({ length: 100 }, (_, i) => 10 * i + 5);
 
 type W = Map<string, HostTensor>;
@@ -54,7 +44,19 @@ function checkCompatible(dit: DitConfig, pixart: PixArtConfig): void {
   if (bad.length) throw new HarmonicaError('BAD_CONFIG', `cannot start this PixArt from that DiT: ${bad.join(', ')}`);
 }
 
-/** PixArt-alpha weights (diffusers layout, float32) from DiT weights (diffusers layout, float32). */
+/**
+ * PixArt-alpha weights that start from a trained class-conditional DiT, as PixArt-alpha
+ * itself is trained (its first stage, "pixel dependency", is an ImageNet DiT): patch
+ * embedding, self-attention, MLPs and output projection are the DiT's; adaLN-single is
+ * re-parameterised from the DiT's per-block adaLN (null class): its embedding and shared
+ * linear are block 0's, and each per-layer table is the mean, over `timesteps`, of what that
+ * layer's own adaLN differs from the shared one (the least-squares constant; exact for block
+ * 0, and for all blocks when `timesteps` is one step). The text path (caption projection,
+ * cross-attention with a zero output) starts fresh, so with a single reference timestep the
+ * converted model computes the DiT's unconditional prediction there (tested).
+ *
+ * Both weight maps are in the diffusers layout, float32.
+ */
 export function pixartFromDit(ditWeights: W, dit: DitConfig, pixart: PixArtConfig, seed: number, timesteps: readonly number[] = DEFAULT_REFERENCE_TIMESTEPS): W {
   checkCompatible(dit, pixart);
   const d = pixart.hidden;
