@@ -90,28 +90,26 @@ export function pixartFromDit(ditWeights: W, dit: DitConfig, pixart: PixArtConfi
   // its shared linear block 0's adaLN linear.
   for (const n of ['linear_1.weight', 'linear_1.bias', 'linear_2.weight']) copy(`${embedder(0)}.timestep_embedder.${n}`, `adaln_single.emb.timestep_embedder.${n}`);
   const bias2 = get(ditWeights, `${embedder(0)}.timestep_embedder.linear_2.bias`);
-  out.set('adaln_single.emb.timestep_embedder.linear_2.bias', tensor('float32', [d], bias2.map((v, k) => v + classRow(0)[k]!)));
+  const nullRow = classRow(0);
+  out.set('adaln_single.emb.timestep_embedder.linear_2.bias', tensor('float32', [d], bias2.map((v, k) => v + nullRow[k]!)));
   copy('transformer_blocks.0.norm1.linear.weight', 'adaln_single.linear.weight');
   copy('transformer_blocks.0.norm1.linear.bias', 'adaln_single.linear.bias');
-  // Each block's table: the mean of what its own adaLN differs from the shared one.
-  const meanOver = (size: number, f: (t: number) => Float64Array) => {
+  // Block 0's conditioning and (shared) modulation at each fitting timestep, computed once.
+  const c0 = timesteps.map((t) => condition(0, t));
+  const shared = c0.map((c) => linear(ditWeights, 'transformer_blocks.0.norm1.linear', silu(c)));
+  const meanOver = (size: number, f: (t: number, j: number) => Float64Array) => {
     const sum = new Float64Array(size);
-    for (const t of timesteps) f(t).forEach((v, k) => (sum[k] = sum[k]! + v / timesteps.length));
+    timesteps.forEach((t, j) => f(t, j).forEach((v, k) => (sum[k] = sum[k]! + v / timesteps.length)));
     return Float32Array.from(sum);
   };
-  const shared = (t: number) => linear(ditWeights, 'transformer_blocks.0.norm1.linear', silu(condition(0, t)));
+  // Each block's table: the mean of what its own adaLN differs from the shared one.
   for (let i = 0; i < pixart.depth; i++) {
-    const table = meanOver(6 * d, (t) => {
-      const base = shared(t);
-      return linear(ditWeights, `transformer_blocks.${i}.norm1.linear`, silu(condition(i, t))).map((v, k) => v - base[k]!);
-    });
+    const table = meanOver(6 * d, (t, j) =>
+      linear(ditWeights, `transformer_blocks.${i}.norm1.linear`, silu(condition(i, t))).map((v, k) => v - shared[j]![k]!));
     out.set(`transformer_blocks.${i}.scale_shift_table`, tensor('float32', [6, d], table));
   }
   // The final layer modulates with the embedding itself: shift = T0 + c0, scale = T1 + c0.
-  const finalTable = meanOver(2 * d, (t) => {
-    const c0 = condition(0, t);
-    return linear(ditWeights, 'proj_out_1', silu(c0)).map((v, k) => v - c0[k % d]!);
-  });
+  const finalTable = meanOver(2 * d, (_, j) => linear(ditWeights, 'proj_out_1', silu(c0[j]!)).map((v, k) => v - c0[j]![k % d]!));
   out.set('scale_shift_table', tensor('float32', [2, d], finalTable));
   return out;
 }
