@@ -18,7 +18,7 @@ import { openModelPackage, resolveModelDir, writeModelPackage } from '../engine/
 import type { DitConfig } from '../models/dit.js';
 import { pixartFromDit } from '../models/checkpoints/pixart-from-dit.js';
 import { AdamW, EMA } from './optim.js';
-import { createTask, packageWeights, WEIGHTS, type TaskConfig, type TrainTask } from './tasks.js';
+import { createTask, packageWeights, WEIGHTS, type SampleSettings, type TaskConfig, type TrainTask } from './tasks.js';
 
 /** A base-model training run, as committed in configs/*.json. */
 export type BaseTrainConfig = TaskConfig & {
@@ -137,11 +137,11 @@ export function noised(x0: Float32Array, batch: number, rng: Rng, ab: Float64Arr
 }
 
 /** The settings of a run that shape its batches. */
-export type BatchSettings = Pick<BaseTrainConfig['train'], 'batch' | 'conditionDropout' | 'minSnrGamma' | 'digitOnlyCaptions'>;
+export type BatchSettings = SampleSettings & Pick<BaseTrainConfig['train'], 'minSnrGamma'>;
 
 /** A training batch of `task` from `data` (the random stream decides everything). */
 export function trainingBatch(task: TrainTask, data: readonly Digit[], settings: BatchSettings, rng: Rng, ab: Float64Array): Record<string, HostTensor> {
-  const { x0, feeds } = task.sample(data, settings.batch, rng, settings.conditionDropout, settings.digitOnlyCaptions);
+  const { x0, feeds } = task.sample(data, settings, rng);
   return { ...feeds, ...noised(x0, settings.batch, rng, ab, settings.minSnrGamma) };
 }
 

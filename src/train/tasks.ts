@@ -20,6 +20,15 @@ import { castTensor } from '../tensor/half.js';
 import { readSafetensors } from '../tensor/safetensors.js';
 import { HarmonicaError } from '../util/errors.js';
 
+/** What shapes a batch's images and conditions. */
+export interface SampleSettings {
+  batch: number;
+  /** Probability of the null condition (for guidance). */
+  conditionDropout: number;
+  /** Text models: probability of a caption that names only the digit (default 0). */
+  digitOnlyCaptions?: number;
+}
+
 /** What a base-model training run needs to know about its model and data. */
 export interface TrainTask {
   model: Denoiser;
@@ -27,11 +36,8 @@ export interface TrainTask {
   components: Record<string, Map<string, HostTensor>>;
   /** Builds the forward pass (condition inputs included) in a builder with weights as inputs. */
   build(b: GraphBuilder, batch: number): Value;
-  /**
-   * A clean batch: images x0 [B*32*32] and condition feeds (dropped to the null condition with
-   * `dropout`; for text models a caption naming only the digit with `digitOnly`).
-   */
-  sample(data: readonly Digit[], batch: number, rng: Rng, dropout: number, digitOnly?: number): { x0: Float32Array; feeds: Record<string, HostTensor> };
+  /** A clean batch: images x0 [B*32*32] and their condition feeds. */
+  sample(data: readonly Digit[], settings: SampleSettings, rng: Rng): { x0: Float32Array; feeds: Record<string, HostTensor> };
   /** Manifest fields beyond the denoiser's (classes, text encoder) and extra package files. */
   packaging(): { manifest: Partial<ModelManifest>; files: Record<string, object> };
 }
@@ -62,14 +68,14 @@ function ditTask(cfg: DitConfig, seed: number, initial?: InitialWeights): TrainT
     model,
     components: { [WEIGHTS]: weights },
     build: (b, batch) => model.build(b, new Weights(weights), batch, plainHooks(b)).out,
-    sample(data, batch, rng, dropout) {
+    sample(data, { batch, conditionDropout }, rng) {
       const size = PADDED_SIDE * PADDED_SIDE;
       const x0 = new Float32Array(batch * size);
       const y: number[] = [];
       for (let i = 0; i < batch; i++) {
         const d = data[rng.int(data.length)]!;
         toModelImage(d.pixels, x0, i * size);
-        y.push(rng.uniform() < dropout ? cfg.numClasses : d.label);
+        y.push(rng.uniform() < conditionDropout ? cfg.numClasses : d.label);
       }
       return { x0, feeds: { y: tensor('int64', [batch], y) } };
     },
@@ -99,15 +105,15 @@ function pixartTask(cfg: PixArtConfig, t5: T5Config, seed: number, initial?: Ini
       const hidden = buildT5Encoder(b, new Weights(textWeights, TEXT_ENCODER), t5, ids, mask);
       return model.build(b, new Weights(weights), batch, plainHooks(b), { encoder_hidden_states: hidden, encoder_attention_mask: mask }).out;
     },
-    sample(data, batch, rng, dropout, digitOnly = 0) {
+    sample(data, { batch, conditionDropout, digitOnlyCaptions = 0 }, rng) {
       const size = PADDED_SIDE * PADDED_SIDE;
       const x0 = new Float32Array(batch * size);
       const ids: number[] = [];
       const mask: number[] = [];
       for (let i = 0; i < batch; i++) {
-        const s = randomCaptionedSample(data, rng, digitOnly);
+        const s = randomCaptionedSample(data, rng, digitOnlyCaptions);
         x0.set(s.image, i * size);
-        const e = tokenizer.encode(rng.uniform() < dropout ? '' : s.caption, L);
+        const e = tokenizer.encode(rng.uniform() < conditionDropout ? '' : s.caption, L);
         ids.push(...e.ids);
         mask.push(...e.mask);
       }
