@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { readFile } from 'node:fs/promises';
 import { exportBaseModel, loadTrainConfig, trainBase } from '../train/base.js';
+import { trainRecipe } from '../train/recipe.js';
 import { int } from './report.js';
 
 export function registerTrain(program: Command): void {
@@ -20,6 +21,19 @@ export function registerTrain(program: Command): void {
       const state = await trainBase(cfg, o.out, { resume: o.resume, stopAfter: o.stopAfter, threads: o.threads, initFrom: o.initFrom });
       if (o.export && state.step >= cfg.train.steps) await exportBaseModel(cfg, o.out, o.export);
       process.stdout.write(`${JSON.stringify(state)}\n`);
+    });
+  train
+    .command('recipe')
+    .description('run a chain of base-model runs (configs/*.recipe.json), each from the package the one before exported')
+    .requiredOption('--recipe <file>', 'recipe (configs/*.recipe.json)')
+    .requiredOption('--out <dir>', 'directory for the runs, one per stage')
+    .option('--resume', 'continue a recipe run: skip the stages done, resume the interrupted one')
+    .option('--threads <n>', 'ORT intra-op threads', int)
+    .option('--export <dir>', 'write the last stage\'s package here (default: its run directory\'s package/)')
+    .action(async (o: { recipe: string; out: string; resume?: boolean; threads?: number; export?: string }) => {
+      const stages = await trainRecipe(o.recipe, o.out, { resume: o.resume, threads: o.threads, exportTo: o.export });
+      const total = (key: 'steps' | 'wallSeconds') => stages.reduce((s, r) => s + r[key], 0);
+      process.stdout.write(`${JSON.stringify({ stages, steps: total('steps'), wallSeconds: total('wallSeconds') })}\n`);
     });
   train
     .command('export')

@@ -78,3 +78,24 @@ describe('harmonica forward and convert', () => {
     await expect(harmonica('convert', '--from', join(dir, 'original.safetensors'), '--out', join(dir, 'y'), '--id', 'y')).rejects.toMatchObject({ stderr: expect.stringMatching(/needs --preset/) });
   });
 });
+
+describe('harmonica train recipe', () => {
+  it('trains a recipe\'s runs in one command and prints each stage\'s steps and seconds; a second call without --resume is refused', async () => {
+    const micro = {
+      id: 'micro-dit', family: 'dit',
+      model: { inputSize: 32, patchSize: 8, inChannels: 1, hidden: 32, depth: 2, heads: 2, mlpRatio: 2, numClasses: 10, learnSigma: false, freqShift: 0, mlpNormEps: 1e-6 },
+      train: { steps: 3, batch: 4, lr: 1e-3, warmupSteps: 1, weightDecay: 0, maxGradNorm: 1, emaDecay: 0.9, conditionDropout: 0.1, seed: 3, checkpointEvery: 3 },
+      sample: { sampler: 'ddim', steps: 4, cfg: 2 },
+    };
+    await writeFile(join(dir, 'micro.json'), JSON.stringify(micro));
+    await writeFile(join(dir, 'micro.recipe.json'), JSON.stringify({ id: 'micro-dit', stages: [{ config: 'micro.json' }, { config: 'micro.json' }] }));
+    const args = ['train', 'recipe', '--recipe', join(dir, 'micro.recipe.json'), '--out', join(dir, 'recipe-run'), '--export', join(dir, 'recipe-pkg'), '--threads', '1'];
+    const report = JSON.parse((await harmonica(...args)).stdout) as { stages: { steps: number }[]; steps: number; wallSeconds: number };
+    expect(report.stages.map((s) => s.steps)).toEqual([3, 3]);
+    expect(report.steps).toBe(6);
+    expect(report.wallSeconds).toBeGreaterThan(0);
+    const manifest = JSON.parse(await readFile(join(dir, 'recipe-pkg', 'manifest.json'), 'utf8'));
+    expect(manifest.provenance).toMatchObject({ steps: 3, initFrom: { provenance: { steps: 3 } } });
+    await expect(harmonica(...args)).rejects.toMatchObject({ stderr: expect.stringMatching(/already holds a recipe run: pass --resume.*\[BAD_CONFIG\]/) });
+  });
+});
