@@ -11,6 +11,7 @@ import { randomTensor } from '../../src/models/init.js';
 import { Rng } from '../../src/tensor/rng.js';
 import { randomDitCheckpoints, TINY_DIT } from '../helpers/dit-checkpoint.js';
 import { tinyDitPackage } from '../helpers/packages.js';
+import { MICRO_DIT_RUN } from '../helpers/train-configs.js';
 
 const exec = promisify(execFile);
 const harmonica = (...args: string[]) => exec('node', ['bin/harmonica.js', ...args], { env: { ...process.env, LOG_LEVEL: 'warn' } });
@@ -81,12 +82,7 @@ describe('harmonica forward and convert', () => {
 
 describe('harmonica train recipe', () => {
   it('trains a recipe\'s runs in one command and prints each stage\'s steps and seconds; a second call without --resume is refused', async () => {
-    const micro = {
-      id: 'micro-dit', family: 'dit',
-      model: { inputSize: 32, patchSize: 8, inChannels: 1, hidden: 32, depth: 2, heads: 2, mlpRatio: 2, numClasses: 10, learnSigma: false, freqShift: 0, mlpNormEps: 1e-6 },
-      train: { steps: 3, batch: 4, lr: 1e-3, warmupSteps: 1, weightDecay: 0, maxGradNorm: 1, emaDecay: 0.9, conditionDropout: 0.1, seed: 3, checkpointEvery: 3 },
-      sample: { sampler: 'ddim', steps: 4, cfg: 2 },
-    };
+    const micro = { ...MICRO_DIT_RUN, train: { ...MICRO_DIT_RUN.train, steps: 3 } };
     await writeFile(join(dir, 'micro.json'), JSON.stringify(micro));
     await writeFile(join(dir, 'micro.recipe.json'), JSON.stringify({ id: 'micro-dit', stages: [{ config: 'micro.json' }, { config: 'micro.json' }] }));
     const args = ['train', 'recipe', '--recipe', join(dir, 'micro.recipe.json'), '--out', join(dir, 'recipe-run'), '--export', join(dir, 'recipe-pkg'), '--threads', '1'];

@@ -16,14 +16,9 @@ import { alphasCumprod, linearBetas } from '../../src/diffusion/schedule.js';
 import { Rng } from '../../src/tensor/rng.js';
 import { readSafetensors } from '../../src/tensor/safetensors.js';
 import { tensor, type HostTensor } from '../../src/tensor/tensor.js';
+import { MICRO_DIT_RUN } from '../helpers/train-configs.js';
 
-const cfg: BaseTrainConfig = {
-  id: 'micro-dit',
-  family: 'dit',
-  model: { inputSize: 32, patchSize: 8, inChannels: 1, hidden: 32, depth: 2, heads: 2, mlpRatio: 2, numClasses: 10, learnSigma: false, freqShift: 0, mlpNormEps: 1e-6 },
-  train: { steps: 6, batch: 4, lr: 1e-3, warmupSteps: 2, weightDecay: 0, maxGradNorm: 1, emaDecay: 0.9, conditionDropout: 0.1, seed: 3, checkpointEvery: 3 },
-  sample: { sampler: 'ddim', steps: 4, cfg: 2 },
-};
+const cfg = MICRO_DIT_RUN;
 
 const losses = async (dir: string) => (await readFile(join(dir, 'log.jsonl'), 'utf8')).trim().split('\n').map((l) => (JSON.parse(l) as { loss: number }).loss);
 

@@ -5,14 +5,9 @@ import { describe, expect, it } from 'vitest';
 import { Engine } from '../../src/engine/engine.js';
 import { loadTrainConfig, trainBase, type BaseTrainConfig } from '../../src/train/base.js';
 import { loadRecipe, trainRecipe } from '../../src/train/recipe.js';
+import { MICRO_DIT_RUN } from '../helpers/train-configs.js';
 
-const micro: BaseTrainConfig = {
-  id: 'micro-dit',
-  family: 'dit',
-  model: { inputSize: 32, patchSize: 8, inChannels: 1, hidden: 32, depth: 2, heads: 2, mlpRatio: 2, numClasses: 10, learnSigma: false, freqShift: 0, mlpNormEps: 1e-6 },
-  train: { steps: 6, batch: 4, lr: 1e-3, warmupSteps: 2, weightDecay: 0, maxGradNorm: 1, emaDecay: 0.9, conditionDropout: 0.1, seed: 3, checkpointEvery: 3 },
-  sample: { sampler: 'ddim', steps: 4, cfg: 2 },
-};
+const micro = MICRO_DIT_RUN;
 // The first run's schedule changes halfway (constant, then cosine), as dit-mnist's did; the
 // second run starts from the first one's package with another seed.
 const constant = micro;
