@@ -1,3 +1,5 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { BaseTrainConfig } from '../../src/train/base.js';
 import type { DitTaskConfig } from '../../src/train/tasks.js';
 
@@ -9,3 +11,8 @@ export const MICRO_DIT_RUN: BaseTrainConfig & DitTaskConfig = {
   train: { steps: 6, batch: 4, lr: 1e-3, warmupSteps: 2, weightDecay: 0, maxGradNorm: 1, emaDecay: 0.9, conditionDropout: 0.1, seed: 3, checkpointEvery: 3 },
   sample: { sampler: 'ddim', steps: 4, cfg: 2 },
 };
+
+/** The loss of every step of a run, from its log.jsonl. */
+export async function lossCurve(runDir: string): Promise<number[]> {
+  return (await readFile(join(runDir, 'log.jsonl'), 'utf8')).trim().split('\n').map((l) => (JSON.parse(l) as { loss: number }).loss);
+}

@@ -16,11 +16,9 @@ import { alphasCumprod, linearBetas } from '../../src/diffusion/schedule.js';
 import { Rng } from '../../src/tensor/rng.js';
 import { readSafetensors } from '../../src/tensor/safetensors.js';
 import { tensor, type HostTensor } from '../../src/tensor/tensor.js';
-import { MICRO_DIT_RUN } from '../helpers/train-configs.js';
+import { lossCurve as losses, MICRO_DIT_RUN } from '../helpers/train-configs.js';
 
 const cfg = MICRO_DIT_RUN;
-
-const losses = async (dir: string) => (await readFile(join(dir, 'log.jsonl'), 'utf8')).trim().split('\n').map((l) => (JSON.parse(l) as { loss: number }).loss);
 
 describe('base-model trainer', () => {
   it('a resumed run follows the same loss curve as an uninterrupted one', async () => {

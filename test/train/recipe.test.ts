@@ -5,14 +5,13 @@ import { describe, expect, it } from 'vitest';
 import { Engine } from '../../src/engine/engine.js';
 import { loadTrainConfig, trainBase, type BaseTrainConfig } from '../../src/train/base.js';
 import { loadRecipe, trainRecipe } from '../../src/train/recipe.js';
-import { MICRO_DIT_RUN } from '../helpers/train-configs.js';
+import { lossCurve as losses, MICRO_DIT_RUN } from '../helpers/train-configs.js';
 
-const micro = MICRO_DIT_RUN;
 // The first run's schedule changes halfway (constant, then cosine), as dit-mnist's did; the
 // second run starts from the first one's package with another seed.
-const constant = micro;
-const cosine: BaseTrainConfig = { ...micro, train: { ...micro.train, schedule: 'cosine' } };
-const second: BaseTrainConfig = { ...micro, train: { ...micro.train, seed: 4, steps: 4 } };
+const constant = MICRO_DIT_RUN;
+const cosine: BaseTrainConfig = { ...MICRO_DIT_RUN, train: { ...MICRO_DIT_RUN.train, schedule: 'cosine' } };
+const second: BaseTrainConfig = { ...MICRO_DIT_RUN, train: { ...MICRO_DIT_RUN.train, seed: 4, steps: 4 } };
 const stages = [{ config: 'constant.json', stopAfter: 3 }, { config: 'cosine.json', continueRun: true }, { config: 'second.json' }];
 
 async function recipeDir(configs: Record<string, BaseTrainConfig>, recipeStages: unknown): Promise<string> {
@@ -22,7 +21,6 @@ async function recipeDir(configs: Record<string, BaseTrainConfig>, recipeStages:
   return dir;
 }
 
-const losses = async (dir: string) => (await readFile(join(dir, 'log.jsonl'), 'utf8')).trim().split('\n').map((l) => (JSON.parse(l) as { loss: number }).loss);
 const manifest = async (pkg: string) => JSON.parse(await readFile(join(pkg, 'manifest.json'), 'utf8'));
 
 describe('training recipes', () => {
