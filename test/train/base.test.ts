@@ -16,7 +16,7 @@ import { alphasCumprod, linearBetas } from '../../src/diffusion/schedule.js';
 import { Rng } from '../../src/tensor/rng.js';
 import { readSafetensors } from '../../src/tensor/safetensors.js';
 import { tensor, type HostTensor } from '../../src/tensor/tensor.js';
-import { lossCurve as losses, MICRO_DIT_RUN } from '../helpers/train-configs.js';
+import { lossCurve, MICRO_DIT_RUN } from '../helpers/train-configs.js';
 
 const cfg = MICRO_DIT_RUN;
 
@@ -27,15 +27,15 @@ describe('base-model trainer', () => {
     await trainBase(cfg, straight, { threads: 1 });
     await trainBase(cfg, resumed, { threads: 1, stopAfter: 3 });
     await trainBase(cfg, resumed, { threads: 1, resume: true });
-    const a = await losses(straight);
-    const b = await losses(resumed);
+    const a = await lossCurve(straight);
+    const b = await lossCurve(resumed);
     expect(a).toHaveLength(6);
     expect(b).toEqual(a);
     // A run that does not resume starts over: a different curve after step 3.
     const restarted = await mkdtemp(join(tmpdir(), 'train-c-'));
     await trainBase(cfg, restarted, { threads: 1, stopAfter: 3 });
     await trainBase({ ...cfg, train: { ...cfg.train, seed: 4 } }, restarted, { threads: 1 });
-    expect((await losses(restarted)).slice(3)).not.toEqual(a.slice(3));
+    expect((await lossCurve(restarted)).slice(3)).not.toEqual(a.slice(3));
   });
 
   it('Min-SNR-gamma weights each sample min(SNR, gamma) / SNR; uniform weighting is the plain MSE', async () => {
@@ -164,8 +164,8 @@ describe('base-model trainer', () => {
     await exportBaseModel(cfg, first, join(first, 'package'));
     const second = await mkdtemp(join(tmpdir(), 'train-j-'));
     await trainBase(cfg, second, { threads: 1, initFrom: join(first, 'package') });
-    const curve = await losses(second);
-    expect(curve[0]).toBeLessThan((await losses(first))[0]!); // starts from trained weights
+    const curve = await lossCurve(second);
+    expect(curve[0]).toBeLessThan((await lossCurve(first))[0]!); // starts from trained weights
     await exportBaseModel(cfg, second, join(second, 'package'));
     const engine = await Engine.open(join(second, 'package'), { threads: 1 });
     expect((await engine.generate({ classLabel: 4 })).images).toHaveLength(1);

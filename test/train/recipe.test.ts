@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { Engine } from '../../src/engine/engine.js';
 import { loadTrainConfig, trainBase, type BaseTrainConfig } from '../../src/train/base.js';
 import { loadRecipe, trainRecipe } from '../../src/train/recipe.js';
-import { lossCurve as losses, MICRO_DIT_RUN } from '../helpers/train-configs.js';
+import { lossCurve, MICRO_DIT_RUN } from '../helpers/train-configs.js';
 
 // The first run's schedule changes halfway (constant, then cosine), as dit-mnist's did; the
 // second run starts from the first one's package with another seed.
@@ -37,7 +37,7 @@ describe('training recipes', () => {
     const byHand = join(dir, 'by-hand');
     await trainBase(constant, byHand, { threads: 1, stopAfter: 3 });
     await trainBase(cosine, byHand, { threads: 1, resume: true });
-    expect(await losses(join(out, '1-constant'))).toEqual(await losses(byHand));
+    expect(await lossCurve(join(out, '1-constant'))).toEqual(await lossCurve(byHand));
     const final = await manifest(join(dir, 'final'));
     const first = await manifest(join(out, '1-constant', 'package'));
     expect(final.provenance).toMatchObject({ steps: 4, seed: 4, initFrom: { sha256: first.files['weights.safetensors'], provenance: { steps: 6, config: { train: { schedule: 'cosine' } } } } });
@@ -53,10 +53,10 @@ describe('training recipes', () => {
     await expect(trainRecipe(recipe, out, { threads: 1 })).rejects.toThrow(/second\.json/);
     await expect(trainRecipe(recipe, out, { threads: 1 })).rejects.toThrow(/already holds a recipe run: pass --resume/);
     await writeFile(join(dir, 'second.json'), JSON.stringify(second));
-    const curve = await losses(join(out, '1-constant'));
+    const curve = await lossCurve(join(out, '1-constant'));
     const done = await trainRecipe(recipe, out, { threads: 1, resume: true });
     expect(done.map((d) => d.steps)).toEqual([3, 3, 4]);
-    expect(await losses(join(out, '1-constant'))).toEqual(curve); // not trained again
+    expect(await lossCurve(join(out, '1-constant'))).toEqual(curve); // not trained again
 
     const straight = await recipeDir({ 'constant.json': constant, 'cosine.json': cosine, 'second.json': second }, stages);
     await trainRecipe(join(straight, 'micro.recipe.json'), join(straight, 'out'), { threads: 1 });
