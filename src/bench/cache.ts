@@ -1,8 +1,6 @@
-import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { calibrateTeaCache } from '../cache/teacache-calibrate.js';
-import { TEACACHE_FILE } from '../cache/teacache.js';
+import { loadTeaCacheCalibration } from '../cache/teacache.js';
 import type { RouterArtifact } from '../cache/router.js';
 import { Engine } from '../engine/engine.js';
 import { CLASSIFIER_DIR, DigitClassifier } from '../eval/classifier.js';
@@ -84,7 +82,10 @@ export async function benchCache(opts: { model: string; steps?: number; n: numbe
   const steps = opts.steps ?? d.steps;
   const seed = opts.seed ?? 0;
   const depth = Math.max(...engine.model.slots.map((s) => s.block)) + 1;
-  if (!existsSync(join(engine.pkg.dir, TEACACHE_FILE))) {
+  try {
+    loadTeaCacheCalibration({ model: { id: engine.id, sha256: engine.pkg.sha256 }, modelDir: engine.pkg.dir });
+  } catch {
+    // Missing or fitted on other weights: fit it here, as `calibrate teacache` would.
     await calibrateTeaCache(engine, { steps, sampler: d.sampler, cfg: d.cfg, trajectories: 16, seed: 1, degree: 4 });
   }
   const variants = baselineVariants(steps, depth);

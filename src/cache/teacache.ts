@@ -19,6 +19,26 @@ export function polyval(coefficients: readonly number[], x: number): number {
 }
 
 /**
+ * The package's calibration, refused when missing or fitted on other weights (a retrained
+ * model changes the polynomial): both are mended by `harmonica calibrate teacache`.
+ */
+export function loadTeaCacheCalibration(ctx: Pick<PolicyContext, 'model' | 'modelDir'>): TeaCacheCalibration {
+  const path = ctx.modelDir ? join(ctx.modelDir, TEACACHE_FILE) : TEACACHE_FILE;
+  const fix = `run "harmonica calibrate teacache --model ${ctx.model.id}"`;
+  let calibration: TeaCacheCalibration;
+  try {
+    calibration = JSON.parse(readFileSync(path, 'utf8')) as TeaCacheCalibration;
+  } catch {
+    throw new HarmonicaError('UNKNOWN_POLICY', `teacache needs a calibration for ${ctx.model.id}: ${fix} (${path} missing)`);
+  }
+  const fittedOn = calibration.fittedOn?.sha256;
+  if (fittedOn !== ctx.model.sha256) {
+    throw new HarmonicaError('UNKNOWN_POLICY', `teacache calibration ${path} was fitted on other weights (sha256 ${String(fittedOn).slice(0, 12)}), not ${ctx.model.id} (sha256 ${ctx.model.sha256.slice(0, 12)}): ${fix}`);
+  }
+  return calibration;
+}
+
+/**
  * TeaCache (Liu et al., 2024): the relative L1 change of the first block's timestep-modulated
  * input, rescaled by a per-model polynomial, is accumulated step by step; while the sum stays
  * under `threshold` every slot reuses, otherwise everything computes and the sum resets.
@@ -44,12 +64,7 @@ export class TeaCachePolicy implements CachePolicy {
 
   start(ctx: PolicyContext): void {
     this.slots = ctx.slots.length;
-    const path = ctx.modelDir ? join(ctx.modelDir, TEACACHE_FILE) : TEACACHE_FILE;
-    try {
-      this.coefficients = (JSON.parse(readFileSync(path, 'utf8')) as TeaCacheCalibration).coefficients;
-    } catch {
-      throw new HarmonicaError('UNKNOWN_POLICY', `teacache needs a calibration for ${ctx.model.id}: run "harmonica calibrate teacache --model ${ctx.model.id}" (${path} missing)`);
-    }
+    this.coefficients = loadTeaCacheCalibration(ctx).coefficients;
     this.previous = null;
     this.accumulated = 0;
   }

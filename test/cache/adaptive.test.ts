@@ -44,7 +44,7 @@ describe('Delta-DiT, First-Block-Cache and TeaCache policies', () => {
 
   it('teacache accumulates the rescaled change and computes when the sum passes the threshold', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'teacache-'));
-    await writeFile(join(dir, TEACACHE_FILE), JSON.stringify({ coefficients: [2, 0], fittedOn: {} })); // poly(x) = 2x
+    await writeFile(join(dir, TEACACHE_FILE), JSON.stringify({ coefficients: [2, 0], fittedOn: { sha256: 'x' } })); // poly(x) = 2x
     const p = parsePolicy('teacache:0.25');
     p.start(ctx(dir));
     const decisions = [1, 1.05, 1.1025, 1.157625, 1.2155].map((v, i) => p.decide(i, { [TEACACHE_PROBE]: probe(v) })[0]);
@@ -53,6 +53,8 @@ describe('Delta-DiT, First-Block-Cache and TeaCache policies', () => {
     const uncalibrated = parsePolicy('teacache:0.1');
     const empty = await mkdtemp(join(tmpdir(), 'none-'));
     expect(() => uncalibrated.start(ctx(empty))).toThrow(/run "harmonica calibrate teacache --model tiny"/);
+    const retrained = { ...ctx(dir), model: { id: 'tiny', sha256: 'y' } };
+    expect(() => uncalibrated.start(retrained)).toThrow(/fitted on other weights .*run "harmonica calibrate teacache --model tiny"/);
   });
 
   it('polyfit recovers a polynomial', () => {
