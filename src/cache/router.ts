@@ -39,9 +39,18 @@ export function parseRouterArtifact(json: unknown, source: string): RouterArtifa
 }
 
 /**
+ * Learning-to-Cache resets the cache (computes everything) when the diffusion index is odd;
+ * the index counts down from T - 1 at the first sampling step (horseee/learning-to-cache,
+ * `DiT/models/dynamic_models.py`), so for an even T these are sampling steps 0, 2, 4, ...
+ */
+export function ltcComputesAll(step: number, steps: number): boolean {
+  return (steps - 1 - step) % 2 === 1;
+}
+
+/**
  * A static router: slot s computes at step i iff sigmoid(logits[i][s]) > tau (the first step
- * always computes). LTC routers also reset the cache on every odd step (all compute), as
- * Learning-to-Cache does at inference.
+ * always computes). LTC routers also compute everything at the steps where LTC resets the
+ * cache (ltcComputesAll), as Learning-to-Cache does at inference.
  */
 export class RouterPolicy implements CachePolicy {
   readonly name = 'router';
@@ -73,7 +82,7 @@ export class RouterPolicy implements CachePolicy {
   decide(step: number): boolean[] {
     const row = this.artifact.logits[step];
     if (!row) throw mismatch(`router ${this.source} has no row for step ${step}`);
-    if (step === 0 || (this.artifact.method === 'ltc' && step % 2 === 1)) return row.map(() => true);
+    if (step === 0 || (this.artifact.method === 'ltc' && ltcComputesAll(step, this.artifact.steps))) return row.map(() => true);
     return row.map((logit) => 1 / (1 + Math.exp(-logit)) > this.tau);
   }
 }

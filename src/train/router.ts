@@ -1,5 +1,5 @@
-import { buildPlainStep, stepNames } from '../cache/step-graph.js';
-import { ROUTER_FORMAT, type RouterArtifact } from '../cache/router.js';
+import { stepNames } from '../cache/step-graph.js';
+import { ltcComputesAll, ROUTER_FORMAT, type RouterArtifact } from '../cache/router.js';
 import { dropLearnedSigma, duplicateForCfg, splitGuided } from '../diffusion/cfg.js';
 import { createSampler, initialNoise, type Sampler } from '../diffusion/sampler.js';
 import type { Engine } from '../engine/engine.js';
@@ -13,18 +13,27 @@ import { DIGIT_CLASSES, splitMnist, toModelImage, type Digit } from '../data/mni
 import { alphasCumprod, linearBetas } from '../diffusion/schedule.js';
 import { AdamW } from './optim.js';
 import { buildRouterStep, routerNames } from './router-graph.js';
+import { loadCheckpoint, PLATEAU_DEFAULTS, saveCheckpoint, WindowLog, type PlateauRule, type RouterCheckpoint } from './router-progress.js';
 
-/** HarmoniCa reference hyperparameters (section 3 of ../shared/spec/HARMONICA.md). */
+/** HarmoniCa reference hyperparameters (ModelTC/HarmoniCa README, DiT-XL/2 256px, T = 10). */
 export const HARMONICA_DEFAULTS = {
   lr: 0.01,
   beta: 7e-8,
   tauTrain: 0.1,
   tau: 0.1,
+  /** lambda refresh interval C, in updates. */
   refresh: 500,
+  /** The reference's --max-steps. */
+  updates: 20000,
   /** First row: everything computes (the cache is empty). */
   firstRowLogit: 5,
   clamp: 5,
 };
+
+/** A logit that makes sigmoid exactly 1 (or 0) in float32: a hard decision in the soft graph. */
+const HARD_LOGIT = 40;
+/** Bounds of an "undecided" mix, where soft training and hard inference differ most. */
+const UNDECIDED = [0.1, 0.9] as const;
 
 export interface RouterTrainOptions {
   steps: number;
@@ -32,17 +41,31 @@ export interface RouterTrainOptions {
   cfg: number;
   beta: number;
   lr: number;
+  /** Most updates to run. */
   updates: number;
-  /** Noises per trajectory (each duplicated for guidance). */
+  /** Stop early once the schedule stops changing (see PLATEAU_DEFAULTS); false = run all updates. */
+  untilPlateau?: boolean;
+  /** Window and plateau settings (defaults: PLATEAU_DEFAULTS). */
+  plateau?: Partial<PlateauRule>;
+  /** Noises per trajectory (each duplicated for guidance), each with its own class or caption. */
   batch: number;
   tauTrain: number;
   /** Inference threshold written into the artifact. */
   tau: number;
   lambdaMode: 'paper' | 'incremental';
   lambdaNorm: 'none' | 'mean';
+  /** IEPO trajectories with the soft mixes (the paper) or the hard decisions at tau (what inference runs). */
+  lambdaSchedule?: 'soft' | 'hard';
+  /** Forward with the hard decisions, gradient of the soft ones (straight-through estimator). */
+  straightThrough?: boolean;
   /** Recompute lambda every C updates. */
   refresh: number;
   seed: number;
+  /** Write a checkpoint here after the episode that passes every `checkpointEvery` updates. */
+  checkpoint?: string;
+  checkpointEvery?: number;
+  /** Continue from `checkpoint` (refused unless it was written with the same settings). */
+  resume?: boolean;
   session?: SessionConfig;
   progress?: boolean;
 }
@@ -62,46 +85,70 @@ interface Branch extends Trajectory {
 const sigmoid = (v: number) => 1 / (1 + Math.exp(-v));
 
 /**
- * HarmoniCa router training: Step-wise Denoising Training along whole trajectories (the
+ * Stacks per-sample condition feeds (each with 1 row, or 2 with guidance: cond, uncond) into
+ * one batch in CFG_BATCH_ORDER: every sample's cond row, then every sample's uncond row.
+ */
+function stackConditions(parts: Record<string, HostTensor>[], guided: boolean): Record<string, HostTensor> {
+  const out: Record<string, HostTensor> = {};
+  for (const name of Object.keys(parts[0]!)) {
+    const first = parts[0]![name]!;
+    const rowSize = first.data.length / first.shape[0]!;
+    const halves = guided ? [0, 1] : [0];
+    const rows = halves.flatMap((h) => parts.map((p) => ({ t: p[name]!, h })));
+    const Data = first.data.constructor as new (n: number) => HostTensor['data'];
+    const data = new Data(rows.length * rowSize);
+    rows.forEach(({ t, h }, i) => (data as Float32Array).set((t.data as Float32Array).subarray(h * rowSize, (h + 1) * rowSize), i * rowSize));
+    out[name] = tensor(first.dtype, [rows.length, ...first.shape.slice(1)], data as never);
+  }
+  return out;
+}
+
+/**
+ * Router training. HarmoniCa: Step-wise Denoising Training along whole trajectories (the
  * student's cache and input come from its own earlier steps, as at inference) weighted by
- * the Image Error Proxy Objective lambda(t). Image-free: only noise and conditions.
+ * the Image Error Proxy Objective lambda(t); image-free. LTC: one mixed step after a full
+ * one, on real images. Both: the loss is on the guided prediction the sampler uses, and
+ * each step's row has its own AdamW, moved only when that row gets a gradient.
  */
 export class RouterTrainer {
   readonly logits: number[][];
-  private readonly adam: AdamW;
+  /** One optimizer per trainable row: an update touches only its row's parameters and moments. */
+  private readonly adams: (AdamW | null)[];
   private lambda: number[];
   private method: 'harmonica' | 'ltc' = 'harmonica';
   private readonly rows: number;
   private readonly latent: number;
+  private readonly guided: boolean;
+  private readonly rule: PlateauRule;
 
   private constructor(
     private readonly engine: Engine,
     private readonly opts: RouterTrainOptions,
-    private readonly teacher: Session,
+    /** The loss graph: student forward, loss and its gradient w.r.t. one row. */
     private readonly student: Session,
+    /** The soft-routed forward: the teacher (every logit at +40), cache filling, IEPO. */
     private readonly forward: Session,
   ) {
     const { steps } = opts;
     const S = engine.model.slots.length;
     const rng = new Rng(opts.seed).fork('router-init');
     this.logits = Array.from({ length: steps }, (_, i) => Array.from({ length: S }, () => (i === 0 ? HARMONICA_DEFAULTS.firstRowLogit : rng.normal())));
-    // One AdamW over all of P, as the reference trains the router parameter.
-    this.adam = new AdamW(new Map([['P', Float32Array.from(this.logits.flat())]]), { lr: opts.lr, weightDecay: 0 });
+    this.adams = this.logits.map((row, i) => (i === 0 ? null : new AdamW(new Map([['P', Float32Array.from(row)]]), { lr: opts.lr, weightDecay: 0 })));
     this.lambda = new Array<number>(steps).fill(1);
-    this.rows = opts.cfg > 1 ? 2 * opts.batch : opts.batch;
+    this.guided = opts.cfg > 1;
+    this.rows = this.guided ? 2 * opts.batch : opts.batch;
     const [c, h, w] = engine.model.latentShape;
     this.latent = c * h * w;
+    this.rule = { ...PLATEAU_DEFAULTS, ...opts.plateau };
   }
 
   static async create(engine: Engine, opts: RouterTrainOptions): Promise<RouterTrainer> {
-    const rows = opts.cfg > 1 ? 2 * opts.batch : opts.batch;
+    const guided = opts.cfg > 1;
+    const rows = guided ? 2 * opts.batch : opts.batch;
     const cfg = { threads: undefined, ...opts.session };
-    const [teacher, student, forward] = await Promise.all([
-      Session.create(buildPlainStep(engine.model, engine.weights, rows).graph, cfg),
-      Session.create(buildRouterStep(engine.model, engine.weights, rows).graph, cfg),
-      Session.create(buildRouterStep(engine.model, engine.weights, rows, false).graph, cfg),
-    ]);
-    return new RouterTrainer(engine, opts, teacher, student, forward);
+    const student = await Session.create(buildRouterStep(engine.model, engine.weights, rows, { withLoss: true, guidedBatch: guided ? opts.batch : undefined, straightThrough: opts.straightThrough }).graph, cfg);
+    const forward = await Session.create(buildRouterStep(engine.model, engine.weights, rows).graph, cfg);
+    return new RouterTrainer(engine, opts, student, forward);
   }
 
   private sampler(): Sampler {
@@ -112,37 +159,48 @@ export class RouterTrainer {
   private epsilon(out: HostTensor): Float32Array {
     const [c, h, w] = this.engine.model.latentShape;
     const o = out.data as Float32Array;
-    return this.opts.cfg > 1 ? splitGuided(o, this.opts.batch, this.engine.model.outChannels, c, h * w, this.opts.cfg) : dropLearnedSigma(o, this.opts.batch, this.engine.model.outChannels, c, h * w);
+    return this.guided ? splitGuided(o, this.opts.batch, this.engine.model.outChannels, c, h * w, this.opts.cfg) : dropLearnedSigma(o, this.opts.batch, this.engine.model.outChannels, c, h * w);
   }
 
-  private feeds(traj: Trajectory, sampler: Sampler, step: number): Record<string, HostTensor> {
+  private feeds(traj: Trajectory, step: number, timesteps: readonly number[]): Record<string, HostTensor> {
     const [c, h, w] = this.engine.model.latentShape;
-    const input = this.opts.cfg > 1 ? duplicateForCfg(traj.x) : traj.x;
+    const input = this.guided ? duplicateForCfg(traj.x) : traj.x;
     return {
       ...traj.conditions,
+      ...this.cacheFeeds(traj),
       x: tensor('float32', [this.rows, c, h, w], input),
-      t: tensor('float32', [this.rows], new Array<number>(this.rows).fill(sampler.timesteps[step]!)),
+      t: tensor('float32', [this.rows], new Array<number>(this.rows).fill(timesteps[step]!)),
     };
   }
 
-  /** A fresh trajectory: noise, random conditions, and step 0 computed in full (fills the cache). */
+  /** A fresh trajectory: conditions, noise, and step 0 computed in full (fills the cache). */
   private async start(rng: Rng, sampler: Sampler): Promise<Trajectory> {
     const conditions = await this.randomConditions(rng);
     const traj: Trajectory = { x: initialNoise(this.opts.batch * this.latent, rng), conditions, caches: {} };
-    await this.softStep(traj, sampler, 0, this.logits[0]!.map(() => 40));
+    await this.softStep(traj, sampler, 0, this.allCompute());
     return traj;
   }
 
-  /** Conditions are per request in the engine; one random condition per trajectory keeps that shape. */
+  /** One random class (or caption) per noise, as the reference draws `y` per sample. */
   private async randomConditions(rng: Rng): Promise<Record<string, HostTensor>> {
     const classes = this.engine.pkg.manifest.classes?.length ?? 0;
-    return (await this.engine.conditioning.build({ ...randomCondition(classes, rng), n: this.opts.batch }, this.rows)).feeds;
+    const parts: Record<string, HostTensor>[] = [];
+    for (let j = 0; j < this.opts.batch; j++) parts.push(await this.conditionRows(randomCondition(classes, rng)));
+    return stackConditions(parts, this.guided);
+  }
+
+  /** One sample's condition rows (its cond row, and the uncond row with guidance). */
+  private async conditionRows(condition: { classLabel: number } | { prompt: string }): Promise<Record<string, HostTensor>> {
+    return (await this.engine.conditioning.build({ ...condition, n: 1 }, this.guided ? 2 : 1)).feeds;
+  }
+
+  private allCompute(): number[] {
+    return this.engine.model.slots.map(() => HARD_LOGIT);
   }
 
   /** A forward-only step with the soft router row `logits`; updates cache and x. */
   private async softStep(traj: Trajectory, sampler: Sampler, step: number, logits: readonly number[], overwriteAll = true): Promise<void> {
-    const feeds = { ...this.feeds(traj, sampler, step), ...this.cacheFeeds(traj), [routerNames.logits]: tensor('float32', [logits.length], logits) };
-    const out = await this.forward.run(feeds);
+    const out = await this.forward.run({ ...this.feeds(traj, step, sampler.timesteps), [routerNames.logits]: tensor('float32', [logits.length], logits) });
     this.updateCache(traj, out, logits, overwriteAll);
     traj.x = sampler.step(step, traj.x, this.epsilon(out[stepNames.out]!));
   }
@@ -166,10 +224,16 @@ export class RouterTrainer {
     });
   }
 
+  /** Row i as IEPO runs it: the soft logits, or with `lambdaSchedule: hard` the decisions at tau. */
+  private lambdaRow(i: number): readonly number[] {
+    const row = this.logits[i]!;
+    return this.opts.lambdaSchedule === 'hard' ? row.map((v) => (sigmoid(v) > this.opts.tau ? HARD_LOGIT : -HARD_LOGIT)) : row;
+  }
+
   /**
-   * A whole soft-routed trajectory with the current router, keeping the state before each
-   * step so that variants that differ from step t on can branch there instead of starting
-   * over (about half the forwards of running every variant from the noise).
+   * A whole routed trajectory with the current router, keeping the state before each step so
+   * that variants that differ from step t on can branch there instead of starting over
+   * (about half the forwards of running every variant from the noise).
    */
   private async routedTrajectory(seed: number): Promise<{ final: Float32Array; before: Branch[] }> {
     const sampler = this.sampler();
@@ -177,7 +241,7 @@ export class RouterTrainer {
     const before: Branch[] = [];
     for (let i = 1; i < this.opts.steps; i++) {
       before[i] = { x: traj.x, caches: { ...traj.caches }, conditions: traj.conditions, sampler: sampler.fork() };
-      await this.softStep(traj, sampler, i, this.logits[i]!, false);
+      await this.softStep(traj, sampler, i, this.lambdaRow(i), false);
     }
     return { final: traj.x, before };
   }
@@ -193,14 +257,14 @@ export class RouterTrainer {
   /** IEPO: lambda(t) from how much routing at step t changes the final image. */
   async refreshLambda(seed: number): Promise<number[]> {
     const T = this.opts.steps;
-    const ones = this.logits[0]!.map(() => 40);
+    const ones = this.allCompute();
     const sq = (a: Float32Array, b: Float32Array) => a.reduce((s, v, k) => s + (v - b[k]!) ** 2, 0);
     const lambda = new Array<number>(T).fill(0);
     const routed = await this.routedTrajectory(seed);
     if (this.opts.lambdaMode === 'paper') {
       // x0 with the router, against x0 with step t alone computed in full.
       for (let t = 1; t < T; t++) {
-        const alt = await this.finishFrom(routed.before[t]!, t, (i) => (i === t ? ones : this.logits[i]!));
+        const alt = await this.finishFrom(routed.before[t]!, t, (i) => (i === t ? ones : this.lambdaRow(i)));
         lambda[t] = sq(routed.final, alt);
       }
     } else {
@@ -221,44 +285,20 @@ export class RouterTrainer {
     return lambda;
   }
 
-  /** Runs `updates` router updates (T - 1 per trajectory) and returns the artifact. */
-  async train(): Promise<RouterArtifact> {
-    const { steps: T, updates, refresh, seed } = this.opts;
-    const started = performance.now();
-    const progress = this.opts.progress ? new Progress('train-router harmonica', updates, 'updates') : null;
-    let update = 0;
-    let trajectory = 0;
-    const history: { update: number; dataLoss: number; cur: number }[] = [];
-    while (update < updates) {
-      const rng = new Rng(seed).fork(`trajectory-${trajectory++}`);
-      const sampler = this.sampler();
-      const traj = await this.start(rng, sampler);
-      for (let i = 1; i < T && update < updates; i++) {
-        if (update % refresh === 0) await this.refreshLambda(seed + update);
-        const row = [...this.logits[i]!]; // the row the student ran with, before the update
-        const out = await this.updateRow(traj, sampler, i, this.lambda[i]!);
-        this.updateCache(traj, out, row, false);
-        traj.x = sampler.step(i, traj.x, this.epsilon(out[stepNames.out]!));
-        update++;
-        const dataLoss = (out[routerNames.dataLoss]!.data as Float32Array)[0]!;
-        if (update % 10 === 0) history.push({ update, dataLoss, cur: this.cur() });
-        progress?.tick(1, { loss: dataLoss, cur: this.cur() });
-      }
-    }
-    return this.artifact((performance.now() - started) / 1000, history);
-  }
-
   /**
    * One router update at step i: the teacher (full forward on the student's x_t), the
-   * student with row i and the current cache, and the AdamW step on the row.
+   * student with row i and the current cache, and the AdamW step on row i alone.
    */
-  private async updateRow(traj: Trajectory, sampler: Sampler, i: number, lambda: number): Promise<Record<string, HostTensor>> {
-    const feeds = this.feeds(traj, sampler, i);
-    const teacher = (await this.teacher.run(feeds))[stepNames.out]!;
+  private async updateRow(traj: Trajectory, timesteps: readonly number[], i: number, lambda: number): Promise<Record<string, HostTensor>> {
+    const feeds = this.feeds(traj, i, timesteps);
+    const S = this.logits[i]!.length;
+    const teacher = (await this.forward.run({ ...feeds, [routerNames.logits]: tensor('float32', [S], this.allCompute()) }, [stepNames.out]))[stepNames.out]!;
     const row = this.logits[i]!;
     const out = await this.student.run({
-      ...feeds, ...this.cacheFeeds(traj),
-      [routerNames.logits]: tensor('float32', [row.length], row),
+      ...feeds,
+      [routerNames.logits]: tensor('float32', [S], row),
+      ...(this.opts.straightThrough ? { [routerNames.hardOffset]: tensor('float32', [S], row.map((v) => (sigmoid(v) > this.opts.tauTrain ? 1 : 0) - sigmoid(v))) } : {}),
+      ...(this.guided ? { [routerNames.cfgScale]: tensor('float32', [], [this.opts.cfg]) } : {}),
       [routerNames.teacher]: teacher,
       [routerNames.lambda]: tensor('float32', [], [lambda]),
       [routerNames.beta]: tensor('float32', [], [this.opts.beta]),
@@ -267,31 +307,42 @@ export class RouterTrainer {
     return out;
   }
 
-  /**
-   * AdamW on P with the gradient in row i only (other rows still move by their momentum, as
-   * with PyTorch's AdamW); the first row stays at its fixed value; then the clamp to [-5, 5].
-   */
+  /** AdamW on row i only (its own moments and step count), then the clamp to [-5, 5]. */
   private stepRow(i: number, grad: Float32Array): void {
-    const S = grad.length;
-    const full = new Float32Array(this.logits.length * S);
-    full.set(grad, i * S);
-    this.adam.step(new Map([['P', full]]));
-    const P = this.adam.params.get('P')!;
-    P.fill(HARMONICA_DEFAULTS.firstRowLogit, 0, S);
-    for (let k = 0; k < P.length; k++) P[k] = Math.min(HARMONICA_DEFAULTS.clamp, Math.max(-HARMONICA_DEFAULTS.clamp, P[k]!));
-    this.logits.forEach((row, r) => row.forEach((_, s) => (row[s] = P[r * S + s]!)));
+    const adam = this.adams[i];
+    if (!adam) throw new Error(`router row ${i} is not trainable`);
+    adam.step(new Map([['P', grad]]));
+    const P = adam.params.get('P')!;
+    for (let s = 0; s < P.length; s++) P[s] = Math.min(HARMONICA_DEFAULTS.clamp, Math.max(-HARMONICA_DEFAULTS.clamp, P[s]!));
+    this.logits[i] = [...P];
+  }
+
+  /** Runs HarmoniCa (SDT + IEPO) until `updates` or the plateau, and returns the artifact. */
+  async train(): Promise<RouterArtifact> {
+    const { steps: T, refresh, seed } = this.opts;
+    return this.run('harmonica', async (episode, loop) => {
+      const rng = new Rng(seed).fork(`trajectory-${episode}`);
+      const sampler = this.sampler();
+      const traj = await this.start(rng, sampler);
+      for (let i = 1; i < T && !loop.done(); i++) {
+        if (loop.update() % refresh === 0) await this.refreshLambda(seed + loop.update());
+        const row = [...this.logits[i]!]; // the row the student ran with, before the update
+        const out = await this.updateRow(traj, sampler.timesteps, i, this.lambda[i]!);
+        this.updateCache(traj, out, row, false);
+        traj.x = sampler.step(i, traj.x, this.epsilon(out[stepNames.out]!));
+        loop.record((out[routerNames.dataLoss]!.data as Float32Array)[0]!);
+      }
+    });
   }
 
   /**
-   * Learning-to-Cache (the baseline): real training images noised to a random odd step k,
-   * step k computed in full (fills a one-step-old cache), then row k + 1 learns to mix
-   * against the full teacher. A text model gets one caption per update, drawn with digits
-   * of its class at its size and place (one condition per batch, as in the engine).
+   * Learning-to-Cache (the baseline): real training images noised to a step k at which the
+   * LTC schedule computes everything, step k run in full (fills a one-step-old cache), then
+   * row k + 1 learns to mix against the full teacher. Each image has its own class (and for
+   * a text model its own caption, the digit drawn at its size and place).
    */
   async trainLtc(): Promise<RouterArtifact> {
-    const { steps: T, updates, seed } = this.opts;
-    this.method = 'ltc';
-    const started = performance.now();
+    const { steps: T, seed } = this.opts;
     const { train } = splitMnist();
     const text = !this.engine.pkg.manifest.classes?.length;
     const byLabel = text ? Array.from({ length: DIGIT_CLASSES }, (_, label) => train.filter((d) => d.label === label)) : [];
@@ -300,26 +351,88 @@ export class RouterTrainer {
     // DDIM's (stateless, so one for the run), which is also DPM-Solver++'s first-order step
     // on the same timesteps.
     const sampler = createSampler('ddim', { steps: T });
-    const oddSteps = Array.from({ length: T }, (_, k) => k).filter((k) => k % 2 === 1 && k + 1 < T);
-    if (!oddSteps.length) throw new HarmonicaError('BAD_INPUT', `LTC needs at least 3 steps, got ${T}`);
-    const progress = this.opts.progress ? new Progress('train-router ltc', updates, 'updates') : null;
-    const history: { update: number; dataLoss: number; cur: number }[] = [];
-    for (let update = 0; update < updates; update++) {
-      const rng = new Rng(seed).fork(`ltc-${update}`);
-      const k = oddSteps[rng.int(oddSteps.length)]!;
+    const fullSteps = Array.from({ length: T - 1 }, (_, k) => k).filter((k) => ltcComputesAll(k, T));
+    if (!fullSteps.length) throw new HarmonicaError('BAD_INPUT', `LTC needs at least 2 steps, got ${T}`);
+    return this.run('ltc', async (episode, loop) => {
+      const rng = new Rng(seed).fork(`ltc-${episode}`);
+      const k = fullSteps[rng.int(fullSteps.length)]!;
       const { x, conditions } = text ? await this.captionedBatch(rng, byLabel) : this.labelledBatch(rng, train);
       const abk = ab[sampler.timesteps[k]!]!;
       const noise = initialNoise(x.length, rng);
       for (let j = 0; j < x.length; j++) x[j] = Math.sqrt(abk) * x[j]! + Math.sqrt(1 - abk) * noise[j]!;
       const traj: Trajectory = { x, conditions, caches: {} };
-      await this.softStep(traj, sampler, k, this.logits[k]!.map(() => 40));
-      const out = await this.updateRow(traj, sampler, k + 1, 1);
-      const dataLoss = (out[routerNames.dataLoss]!.data as Float32Array)[0]!;
-      if ((update + 1) % 10 === 0) history.push({ update: update + 1, dataLoss, cur: this.cur() });
-      progress?.tick(1, { loss: dataLoss, cur: this.cur() });
+      await this.softStep(traj, sampler, k, this.allCompute());
+      const out = await this.updateRow(traj, sampler.timesteps, k + 1, 1);
+      loop.record((out[routerNames.dataLoss]!.data as Float32Array)[0]!);
+    });
+  }
+
+  /** The settings a resumed run must share with its checkpoint. */
+  private identity(method: string): Record<string, unknown> {
+    const o = this.opts;
+    return {
+      method, model: this.engine.pkg.sha256, steps: o.steps, sampler: o.sampler, cfg: o.cfg, beta: o.beta, lr: o.lr, batch: o.batch, tauTrain: o.tauTrain,
+      lambdaMode: o.lambdaMode, lambdaNorm: o.lambdaNorm, lambdaSchedule: o.lambdaSchedule ?? 'soft', straightThrough: !!o.straightThrough, refresh: o.refresh, seed: o.seed, window: this.rule.window,
+    };
+  }
+
+  /**
+   * The shared training loop: episodes (a trajectory, or one LTC update) until `updates` or
+   * the plateau; a window record every `window` updates; a checkpoint after an episode that
+   * crossed a multiple of `checkpointEvery` (episodes are the unit a resume restarts from).
+   */
+  private async run(method: 'harmonica' | 'ltc', episode: (index: number, loop: { update(): number; done(): boolean; record(dataLoss: number): void }) => Promise<void>): Promise<RouterArtifact> {
+    this.method = method;
+    const { updates } = this.opts;
+    const identity = this.identity(method);
+    const resumed = this.opts.resume && this.opts.checkpoint ? loadCheckpoint(this.opts.checkpoint, identity) : null;
+    if (resumed) this.restore(resumed);
+    let update = resumed?.update ?? 0;
+    let index = resumed?.episode ?? 0;
+    let plateauAt = resumed?.plateauAt ?? null;
+    const log = new WindowLog(this.rule, resumed?.windows ?? [], resumed?.schedules ?? []);
+    const secondsBefore = resumed?.seconds ?? 0;
+    const started = performance.now();
+    const seconds = () => secondsBefore + (performance.now() - started) / 1000;
+    const progress = this.opts.progress ? new Progress(`train-router ${method}`, updates - update, 'updates') : null;
+    const trainable = this.trainableRows();
+    const every = this.opts.checkpointEvery ?? 1000;
+    const loop = {
+      update: () => update,
+      done: () => update >= updates || plateauAt !== null,
+      record: (dataLoss: number) => {
+        update++;
+        const window = log.add(update, dataLoss, () => ({ cur: this.cur(), undecided: this.undecided(), schedule: this.schedule(), trainable, seconds: Number(seconds().toFixed(1)) }));
+        if (window && this.opts.untilPlateau && log.plateaued(trainable)) plateauAt = update;
+        progress?.tick(1, { loss: dataLoss, cur: this.cur(), undecided: this.undecided() });
+      },
+    };
+    while (!loop.done()) {
+      const before = update;
+      await episode(index++, loop);
+      const due = Math.floor(update / every) > Math.floor(before / every) || loop.done();
+      if (this.opts.checkpoint && due) await saveCheckpoint(this.opts.checkpoint, this.snapshot(identity, update, index, log, seconds(), plateauAt));
     }
-    // At inference odd rows recompute everything; the learned rows are the even ones.
-    return this.artifact((performance.now() - started) / 1000, history);
+    return this.artifact(seconds(), update, plateauAt, log);
+  }
+
+  private snapshot(identity: Record<string, unknown>, update: number, episode: number, log: WindowLog, seconds: number, plateauAt: number | null): RouterCheckpoint {
+    return {
+      format: 'harmonica-router-checkpoint/1', identity, update, episode, logits: this.logits.map((r) => [...r]),
+      adam: this.adams.map((a) => a?.state() ?? null), lambda: [...this.lambda], windows: log.windows, schedules: log.schedules, seconds, plateauAt,
+    };
+  }
+
+  private restore(c: RouterCheckpoint): void {
+    c.logits.forEach((row, i) => {
+      this.logits[i] = [...row];
+      const adam = this.adams[i];
+      if (adam) {
+        adam.params.get('P')!.set(row);
+        adam.loadState(c.adam[i]!);
+      }
+    });
+    this.lambda = [...c.lambda];
   }
 
   /** Real training digits with their class labels (the guidance rows get the null class). */
@@ -337,41 +450,63 @@ export class RouterTrainer {
     return { x, conditions: { y: tensor('int64', [this.rows], y) } };
   }
 
-  /** Real training digits of one random class, drawn at one random size and place, with a caption saying so. */
+  /** Real training digits, each of a random class drawn at a random size and place, with a caption saying so. */
   private async captionedBatch(rng: Rng, byLabel: readonly Digit[][]): Promise<{ x: Float32Array; conditions: Record<string, HostTensor> }> {
     const { batch } = this.opts;
     const x = new Float32Array(batch * this.latent);
-    const layout = randomLayout(rng.int(DIGIT_CLASSES), rng);
-    const digits = byLabel[layout.label]!;
-    for (let i = 0; i < batch; i++) renderDigit(digits[rng.int(digits.length)]!, layout.size, layout.place, x, i * this.latent);
-    const { feeds } = await this.engine.conditioning.build({ prompt: captionFor(layout, rng), n: batch }, this.rows);
-    return { x, conditions: feeds };
+    const parts: Record<string, HostTensor>[] = [];
+    for (let i = 0; i < batch; i++) {
+      const layout = randomLayout(rng.int(DIGIT_CLASSES), rng);
+      const digits = byLabel[layout.label]!;
+      renderDigit(digits[rng.int(digits.length)]!, layout.size, layout.place, x, i * this.latent);
+      parts.push(await this.conditionRows({ prompt: captionFor(layout, rng) }));
+    }
+    return { x, conditions: stackConditions(parts, this.guided) };
+  }
+
+  private alwaysComputes(i: number): boolean {
+    return i === 0 || (this.method === 'ltc' && ltcComputesAll(i, this.opts.steps));
+  }
+
+  private trainableRows(): boolean[] {
+    return this.logits.map((_, i) => !this.alwaysComputes(i));
+  }
+
+  /** The hard schedule inference runs at tau. */
+  private schedule(): boolean[][] {
+    return this.logits.map((row, i) => row.map((v) => this.alwaysComputes(i) || sigmoid(v) > this.opts.tau));
   }
 
   /** Cache usage ratio the current router gives at inference (tau). */
   cur(): number {
-    let reused = 0;
-    const alwaysComputes = (i: number) => i === 0 || (this.method === 'ltc' && i % 2 === 1);
-    this.logits.forEach((row, i) => row.forEach((v) => (reused += !alwaysComputes(i) && !(sigmoid(v) > this.opts.tau) ? 1 : 0)));
-    return reused / (this.logits.length * this.logits[0]!.length);
+    const schedule = this.schedule();
+    return schedule.flat().filter((c) => !c).length / schedule.flat().length;
   }
 
-  artifact(seconds: number, history: unknown[] = []): RouterArtifact {
+  /** Fraction of the trainable logits whose mix is neither near 0 nor near 1. */
+  undecided(): number {
+    const values = this.logits.filter((_, i) => !this.alwaysComputes(i)).flat().map(sigmoid);
+    return values.length ? values.filter((r) => r > UNDECIDED[0] && r < UNDECIDED[1]).length / values.length : 0;
+  }
+
+  private artifact(seconds: number, updates: number, plateauAt: number | null, log: WindowLog): RouterArtifact {
     const pkg = this.engine.pkg;
+    const o = this.opts;
     return {
-      format: ROUTER_FORMAT, method: this.method, model: { id: pkg.manifest.id, sha256: pkg.sha256 }, sampler: this.opts.sampler,
-      steps: this.opts.steps, cfgScale: this.opts.cfg, sublayers: this.engine.model.slots.map((s) => s.name),
-      logits: this.logits.map((row) => row.map((v) => Number(v.toFixed(6)))), tau: this.opts.tau,
+      format: ROUTER_FORMAT, method: this.method, model: { id: pkg.manifest.id, sha256: pkg.sha256 }, sampler: o.sampler,
+      steps: o.steps, cfgScale: o.cfg, sublayers: this.engine.model.slots.map((s) => s.name),
+      logits: this.logits.map((row) => row.map((v) => Number(v.toFixed(6)))), tau: o.tau,
       training: {
-        beta: this.opts.beta, lr: this.opts.lr, updates: this.opts.updates, batch: this.opts.batch, lambdaMode: this.opts.lambdaMode,
-        lambdaNorm: this.opts.lambdaNorm, refresh: this.opts.refresh, tauTrain: this.opts.tauTrain, seed: this.opts.seed,
-        seconds: Number(seconds.toFixed(1)), lambda: this.lambda.map((v) => Number(v.toPrecision(6))), history,
+        beta: o.beta, lr: o.lr, updates, maxUpdates: o.updates, plateauAt, batch: o.batch, lambdaMode: o.lambdaMode, lambdaNorm: o.lambdaNorm,
+        lambdaSchedule: o.lambdaSchedule ?? 'soft', straightThrough: !!o.straightThrough, refresh: o.refresh, tauTrain: o.tauTrain, seed: o.seed,
+        seconds: Number(seconds.toFixed(1)), lambda: this.lambda.map((v) => Number(v.toPrecision(6))),
+        history: log.windows.map((w) => ({ ...w, dataLoss: Number(w.dataLoss.toPrecision(5)), cur: Number(w.cur.toFixed(4)), undecided: Number(w.undecided.toFixed(4)), changed: Number(w.changed.toFixed(4)) })),
       },
-      eval: { cur: this.cur() },
+      eval: { cur: this.cur(), undecided: this.undecided() },
     };
   }
 
   async release(): Promise<void> {
-    await Promise.all([this.teacher.release(), this.student.release(), this.forward.release()]);
+    await Promise.all([this.student.release(), this.forward.release()]);
   }
 }
