@@ -6,18 +6,27 @@ import { Engine } from '../engine/engine.js';
 import { CLASSIFIER_DIR, DigitClassifier } from '../eval/classifier.js';
 import { checkEvaluable, DEFAULT_EVAL_BATCH, generateSamples, planRequests, requestConditioning, scoreSamples, type SampleSet, type Scores } from '../eval/run.js';
 import { Progress } from '../util/progress.js';
-import { qualitySpeedPlot } from './plot.js';
+import { frontierPlot } from './plot.js';
 import { median } from './timing.js';
+import { baselineVariants, dominance, frontierVariants, type CacheMethod, type DominanceRow, type Variant } from './frontier.js';
 
-export type CacheMethod = 'none' | 'harmonica' | 'ltc' | 'fora' | 'delta-dit' | 'teacache' | 'first-block' | 'fewer-steps';
+export type { CacheMethod } from './frontier.js';
 
 export interface CacheBenchRow {
   method: CacheMethod;
   setting: string;
+  /** Sampling steps of this row (fewer steps, or a router trained for fewer steps). */
+  steps: number;
   cur: number;
+  /** MAC ratio against the uncached T-step run. */
   macSpeedup: number;
+  /** Median uncached T-step time / median time of this row, over interleaved rounds. */
   measuredSpeedup: number;
+  /** Lowest and highest per-round ratio (the spread of measuredSpeedup). */
+  measuredRange: [number, number];
   fid: number;
+  /** Half-width of the FID-style 95% bootstrap interval. */
+  fidCi: number;
   fidFloor: number;
   isScore: number;
   accuracy: number;
@@ -44,42 +53,38 @@ export interface CacheBenchResult {
   machine: string;
   rows: CacheBenchRow[];
   training: TrainingRow[];
+  /** With --frontier: each baseline point from 1.3x to 3x and whether a HarmoniCa row dominates it. */
+  dominance?: DominanceRow[];
 }
 
-interface Variant {
-  method: CacheMethod;
-  setting: string;
-  steps: number;
-  cache: string;
-}
-
-/** The training-free operating points, scaled to the model's depth and step count. */
-function baselineVariants(steps: number, depth: number): Variant[] {
-  const v = (method: CacheMethod, setting: string, cache: string, s = steps): Variant => ({ method, setting, steps: s, cache });
-  return [
-    v('none', `T=${steps}`, 'none'),
-    v('fora', 'N=2', 'fora:2'),
-    v('fora', 'N=3', 'fora:3'),
-    v('delta-dit', `b=${Math.round(steps / 2)},k=${Math.max(1, Math.round(depth / 2))}`, `delta-dit:${Math.round(steps / 2)},${Math.max(1, Math.round(depth / 2))},2`),
-    v('teacache', 'l1=0.1', 'teacache:0.1'),
-    v('teacache', 'l1=0.3', 'teacache:0.3'),
-    v('first-block', 'l1=0.1', 'first-block:0.1'),
-    v('first-block', 'l1=0.2', 'first-block:0.2'),
-    v('fewer-steps', `T=${Math.round(steps * 0.7)}`, 'none', Math.round(steps * 0.7)),
-    v('fewer-steps', `T=${Math.round(steps * 0.5)}`, 'none', Math.round(steps * 0.5)),
-  ];
+export interface BenchCacheOptions {
+  model: string;
+  steps?: number;
+  n: number;
+  routers: string[];
+  /** Each router also at these thresholds (tau is a dial that needs no retraining). */
+  taus?: number[];
+  /** The frontier's operating points (frontierVariants) instead of a few per method. */
+  frontier?: boolean;
+  /** Guidance scale for every row (default: the model's). */
+  cfg?: number;
+  timingRuns?: number;
+  seed?: number;
+  threads?: number;
+  plotPath?: string;
 }
 
 /**
  * Every method side by side on one model: sample quality (classifier FID/IS/accuracy),
  * fidelity to the uncached samples of the same seeds (PSNR/SSIM), CUR, MAC speedup and the
- * measured speedup from interleaved timed runs.
+ * measured speedup from interleaved timed runs, all against the uncached T-step run.
  */
-export async function benchCache(opts: { model: string; steps?: number; n: number; routers: string[]; timingRuns?: number; seed?: number; threads?: number; plotPath?: string }): Promise<CacheBenchResult> {
+export async function benchCache(opts: BenchCacheOptions): Promise<CacheBenchResult> {
   const engine = await Engine.open(opts.model, { threads: opts.threads });
   checkEvaluable(engine);
   const d = engine.pkg.manifest.defaults;
   const steps = opts.steps ?? d.steps;
+  const cfg = opts.cfg ?? d.cfg;
   const seed = opts.seed ?? 0;
   const depth = Math.max(...engine.model.slots.map((s) => s.block)) + 1;
   try {
@@ -88,24 +93,26 @@ export async function benchCache(opts: { model: string; steps?: number; n: numbe
     // Missing or fitted on other weights: fit it here, as `calibrate teacache` would.
     await calibrateTeaCache(engine, { steps, sampler: d.sampler, cfg: d.cfg, trajectories: 16, seed: 1, degree: 4 });
   }
-  const variants = baselineVariants(steps, depth);
+  const variants = opts.frontier ? frontierVariants(steps, depth) : baselineVariants(steps, depth);
   const training: TrainingRow[] = [];
   for (const path of opts.routers) {
     const a = JSON.parse(await readFile(path, 'utf8')) as RouterArtifact;
     const t = a.training ?? {};
-    variants.push({ method: a.method, setting: `beta=${t.beta ?? '?'},tau=${a.tau}`, steps: a.steps, cache: `router:${path}` });
+    for (const tau of opts.taus?.length ? opts.taus : [a.tau]) {
+      variants.push({ method: a.method, setting: `T=${a.steps},beta=${t.beta ?? '?'},tau=${tau}`, steps: a.steps, cache: `router:${path}@${tau}` });
+    }
     training.push({ method: a.method, seconds: Number(t.seconds ?? NaN), peakRssMb: typeof t.peakRssMb === 'number' ? t.peakRssMb : null, updates: Number(t.updates ?? NaN) });
   }
 
   const requests = planRequests(opts.n, DEFAULT_EVAL_BATCH, seed, engine.model.conditioning === 'text');
   const classifier = await DigitClassifier.load(CLASSIFIER_DIR, { threads: opts.threads });
   const progress = new Progress(`bench cache ${engine.id}`, opts.n * variants.length, 'images');
-  const setting = (v: Variant) => ({ steps: v.steps, sampler: d.sampler, cfg: d.cfg, cache: v.cache });
+  const setting = (v: Variant) => ({ steps: v.steps, sampler: d.sampler, cfg, cache: v.cache });
   const reference = await generateSamples(engine, requests, setting(variants[0]!), progress);
   const quality: { set: SampleSet; scores: Scores }[] = [];
   for (const v of variants) {
     const set = v.method === 'none' ? reference : await generateSamples(engine, requests, setting(v), progress);
-    quality.push({ set, scores: await scoreSamples(set, classifier, seed, v.method === 'none' ? undefined : reference.samples) });
+    quality.push({ set, scores: await scoreSamples(set, classifier, seed, v.method === 'none' ? undefined : reference.samples, true) });
   }
   await classifier.release();
 
@@ -126,20 +133,23 @@ export async function benchCache(opts: { model: string; steps?: number; n: numbe
   const round = (x: number) => Number(x.toFixed(4));
   const rows: CacheBenchRow[] = variants.map((v, i) => {
     const { set, scores } = quality[i]!;
-    // Fewer steps: the MAC ratio is the ratio of steps.
-    const macSpeedup = v.method === 'fewer-steps' ? steps / v.steps : set.macSpeedup;
+    // Against the T-step run: the executor's MAC ratio at v.steps times the ratio of steps.
+    const macSpeedup = set.macSpeedup * (steps / v.steps);
+    const ratios = times[i]!.map((ms, r) => times[0]![r]! / ms);
     return {
-      method: v.method, setting: v.setting, cur: round(set.cur), macSpeedup: round(macSpeedup), measuredSpeedup: round(baseMs / median(times[i]!)),
-      fid: round(scores.fid), fidFloor: round(scores.fidFloor), isScore: round(scores.isScore), accuracy: round(scores.accuracy),
+      method: v.method, setting: v.setting, steps: v.steps, cur: round(set.cur), macSpeedup: round(macSpeedup), measuredSpeedup: round(baseMs / median(times[i]!)),
+      measuredRange: [round(Math.min(...ratios)), round(Math.max(...ratios))],
+      fid: round(scores.fid), fidCi: round(scores.fidCi!), fidFloor: round(scores.fidFloor), isScore: round(scores.isScore), accuracy: round(scores.accuracy),
       ...(scores.positionAccuracy === undefined ? {} : { positionAccuracy: round(scores.positionAccuracy), sizeAccuracy: round(scores.sizeAccuracy!) }),
       psnr: scores.psnr === undefined ? null : round(scores.psnr), ssim: scores.ssim === undefined ? null : round(scores.ssim),
     };
   });
   const result: CacheBenchResult = {
-    model: engine.id, steps, sampler: d.sampler, cfg: d.cfg, n: opts.n, machine: engine.machine, rows, training,
+    model: engine.id, steps, sampler: d.sampler, cfg, n: opts.n, machine: engine.machine, rows, training,
+    ...(opts.frontier ? { dominance: dominance(rows) } : {}),
   };
   if (opts.plotPath) {
-    await writeFile(opts.plotPath, await qualitySpeedPlot(rows, `${engine.id}, ${d.sampler} T=${steps}, CFG ${d.cfg}, n=${opts.n}`));
+    await writeFile(opts.plotPath, await frontierPlot(rows, `${engine.id}, ${d.sampler} T=${steps}, CFG ${cfg}, n=${opts.n}`));
   }
   return result;
 }

@@ -15,7 +15,7 @@ import type { HostTensor } from '../tensor/tensor.js';
 import { HarmonicaError } from '../util/errors.js';
 import { Progress } from '../util/progress.js';
 import { CLASSES, CLASSIFIER_DIR, DigitClassifier, digitImages, FEATURES } from './classifier.js';
-import { accuracy, frechetDistance, inceptionScore, psnr, ssim } from './metrics.js';
+import { accuracy, frechetBootstrapHalfWidth, frechetDistance, inceptionScore, psnr, ssim } from './metrics.js';
 
 const PIXELS = PADDED_SIDE * PADDED_SIDE;
 
@@ -46,6 +46,8 @@ export interface Scores {
   fid: number;
   /** The same distance for n real train digits: what a perfect model would score at this n. */
   fidFloor: number;
+  /** Half-width of fid's 95% bootstrap interval (only when asked for: it costs 100 more distances). */
+  fidCi?: number;
   isScore: number;
   /** Text models: fraction of samples whose digit is at the place / of the size the caption asked for. */
   positionAccuracy?: number;
@@ -189,7 +191,7 @@ export function readCanvases(canvases: Float32Array, n: number): { layouts: Omit
 }
 
 /** Classifier-based scores of samples, and their fidelity to a reference of the same seeds. */
-export async function scoreSamples(set: SampleSet, classifier: DigitClassifier, seed: number, reference?: Float32Array): Promise<Scores> {
+export async function scoreSamples(set: SampleSet, classifier: DigitClassifier, seed: number, reference?: Float32Array, withFidCi = false): Promise<Scores> {
   const n = set.targets.length;
   // Real features: the held-out digits, and for the floor n train digits picked by the seed,
   // drawn and read back like the samples (for text models: rendered at the asked layouts).
@@ -206,6 +208,10 @@ export async function scoreSamples(set: SampleSet, classifier: DigitClassifier, 
     fidFloor: frechetDistance(floorFeatures, realFeatures, FEATURES),
     isScore: inceptionScore(generated.probs, n, CLASSES),
   };
+  if (withFidCi) {
+    const rng = new Rng(seed).fork('fid-bootstrap');
+    scores.fidCi = frechetBootstrapHalfWidth(generated.features, realFeatures, FEATURES, (k) => rng.int(k));
+  }
   if (read && set.layouts) {
     scores.positionAccuracy = read.layouts.filter((l, i) => l.place === set.layouts![i]!.place).length / n;
     scores.sizeAccuracy = read.layouts.filter((l, i) => l.size === set.layouts![i]!.size).length / n;

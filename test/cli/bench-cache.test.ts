@@ -32,7 +32,30 @@ describe('bench cache', () => {
     expect(fora2.psnr).toBeGreaterThan(0);
     expect(r.rows[8]!.macSpeedup).toBeCloseTo(6 / 4);
     expect(r.training.map((t) => t.method)).toEqual(['harmonica', 'ltc']);
-    for (const row of r.rows) for (const k of ['fid', 'fidFloor', 'accuracy', 'measuredSpeedup'] as const) expect(Number.isFinite(row[k]), `${row.method} ${k}`).toBe(true);
+    for (const row of r.rows) for (const k of ['fid', 'fidCi', 'fidFloor', 'accuracy', 'measuredSpeedup'] as const) expect(Number.isFinite(row[k]), `${row.method} ${k}`).toBe(true);
+    expect(r.rows.every((row) => row.measuredRange[0] <= row.measuredSpeedup && row.measuredSpeedup <= row.measuredRange[1])).toBe(true);
     expect((await sharp(await readFile(plotPath)).metadata()).format).toBe('png');
   });
+
+  it('--frontier: fewer steps down to T/4, FORA 2..4, three settings per policy, routers for fewer steps at several taus', async () => {
+    const pkg = await tinyDitPackage(3, 'tiny-dit-32', { ...TINY_PIXEL_DIT, inputSize: 32, patchSize: 8, numClasses: 10 });
+    const engine = await Engine.open(pkg.dir, { threads: 1 });
+    const dir = await mkdtemp(join(tmpdir(), 'bench-frontier-'));
+    // The frontier: every fewer-steps T' down to T/4, FORA 2..4, three settings per policy,
+    // a router trained for fewer steps than the reference on the same chart, at two taus.
+    const short = await RouterTrainer.create(engine, { steps: 4, sampler: 'ddim', cfg: 1.5, beta: 1e-3, lr: 0.05, updates: 3, batch: 2, tauTrain: 0.1, tau: 0.1, lambdaMode: 'paper', lambdaNorm: 'none', refresh: 10, seed: 1, session: { threads: 1 } });
+    const shortPath = join(dir, 'short.json');
+    await writeFile(shortPath, JSON.stringify(await short.train()));
+    await short.release();
+    const f = await benchCache({ model: pkg.dir, n: 10, routers: [shortPath], taus: [0.1, 0.5], frontier: true, cfg: 2, timingRuns: 1, threads: 1 });
+    expect(f.cfg).toBe(2);
+    expect(f.rows.filter((row) => row.method === 'fewer-steps').map((row) => row.steps)).toEqual([5, 4, 3, 2]);
+    expect(f.rows.filter((row) => row.method === 'fora').map((row) => row.setting)).toEqual(['N=2', 'N=3', 'N=4']);
+    for (const m of ['delta-dit', 'teacache', 'first-block']) expect(f.rows.filter((row) => row.method === m)).toHaveLength(3);
+    const routed = f.rows.filter((row) => row.method === 'harmonica');
+    expect(routed.map((row) => row.setting)).toEqual(['T=4,beta=0.001,tau=0.1', 'T=4,beta=0.001,tau=0.5']);
+    // MAC against the 6-step reference: at least the ratio of steps.
+    for (const row of routed) expect(row.macSpeedup).toBeGreaterThanOrEqual(6 / 4 - 1e-9);
+    expect(Array.isArray(f.dominance)).toBe(true);
+  }, 180_000);
 });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { accuracy, frechetDistance, inceptionScore, meanAndCovariance, psnr, ssim } from '../../src/eval/metrics.js';
+import { accuracy, frechetBootstrapHalfWidth, frechetDistance, frechetToReference, inceptionScore, meanAndCovariance, psnr, ssim } from '../../src/eval/metrics.js';
 import { Rng } from '../../src/tensor/rng.js';
 
 /** n rows of dim standard normals (row-major). */
@@ -102,6 +102,28 @@ describe('frechetDistance', () => {
 
   it('rejects features that are not whole rows', () => {
     expect(() => frechetDistance(new Float32Array(10), new Float32Array(9), 3)).toThrow(/rows of 3/);
+  });
+});
+
+describe('frechetToReference and the bootstrap interval', () => {
+  const dim = 12;
+  const real = affine(normals(300, dim, 1), dim, Array.from({ length: dim }, (_, r) => Array.from({ length: dim }, (_, c) => (r === c ? 1 + r / 10 : 0.05))), new Array(dim).fill(0.2));
+  it('equals frechetDistance with fewer rows than dimensions and with more', () => {
+    const distance = frechetToReference(real, dim);
+    for (const n of [5, 40]) {
+      const a = normals(n, dim, n);
+      expect(distance(a)).toBeCloseTo(frechetDistance(a, real, dim), 5);
+    }
+  });
+
+  it('is 0 wide when every resample is the set itself, and shrinks with more samples', () => {
+    let k = 0;
+    expect(frechetBootstrapHalfWidth(normals(30, dim, 3), real, dim, (n) => k++ % n, 20)).toBe(0);
+    const rng = new Rng(9);
+    const wide = frechetBootstrapHalfWidth(normals(30, dim, 3), real, dim, (n) => rng.int(n), 60);
+    const narrow = frechetBootstrapHalfWidth(normals(600, dim, 3), real, dim, (n) => rng.int(n), 60);
+    expect(wide).toBeGreaterThan(0);
+    expect(narrow).toBeLessThan(wide);
   });
 });
 
