@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { HarmonicaError } from '../util/errors.js';
 import { registerBench } from './bench.js';
 import { registerCalibrate } from './calibrate.js';
+import { registerCompare } from './compare.js';
 import { registerConvert } from './convert.js';
 import { registerForward } from './forward.js';
 import { registerClassifierTraining, registerEval } from './eval.js';
@@ -19,6 +20,7 @@ const program = new Command('harmonica')
   .version(pkg.version);
 
 registerGenerate(program);
+registerCompare(program);
 registerForward(program);
 registerConvert(program);
 registerBench(program);
