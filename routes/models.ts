@@ -40,7 +40,7 @@ const RouterView = Type.Object({
   default_tau: Type.Number({ description: 'The router\'s own threshold (what requests without tau use)' }),
   sublayers: Type.Array(Type.String()),
   logits: Type.Array(Type.Array(Type.Number()), { description: '[steps][sublayers]: slot s computes at step i iff sigmoid(logit) > tau' }),
-  decisions: Type.Array(Type.String(), { description: 'Per step, one character per sublayer: 1 computed, 0 reused (the first step always computes; LTC routers compute everything on odd steps)' }),
+  decisions: Type.Array(Type.String(), { description: 'Per step, one character per sublayer: 1 computed, 0 reused (the first step always computes; LTC routers compute everything where LTC resets its cache: steps 0, 2, 4, ... for an even step count)' }),
   cur: Type.Number({ description: 'Cache usage ratio of these decisions: reused / (steps x sublayers)' }),
 });
 

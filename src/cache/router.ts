@@ -7,7 +7,7 @@ export const ROUTER_FORMAT = 'harmonica-router/1';
 /** Inference threshold of the HarmoniCa reference README: compute a slot iff sigmoid(P) > tau. */
 export const DEFAULT_TAU = 0.1;
 
-/** A trained router (DESIGN.md "Router artifact"): one logit per (step, sublayer). */
+/** A trained router: one logit per (step, sublayer), checked against the model it was trained on. */
 export interface RouterArtifact {
   format: typeof ROUTER_FORMAT;
   method: 'harmonica' | 'ltc';

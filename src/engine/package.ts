@@ -12,7 +12,7 @@ export const MODEL_FORMAT = 'harmonica-model/1';
 /** Bundled model packages live here; `--model NAME` looks here first. */
 export const BUNDLED_MODELS_DIR = fileURLToPath(new URL('../../models/', import.meta.url));
 
-/** manifest.json of a model package (DESIGN.md "Model packages"). */
+/** manifest.json of a model package: architecture, config, defaults, provenance, file hashes. */
 export interface ModelManifest {
   format: typeof MODEL_FORMAT;
   id: string;
