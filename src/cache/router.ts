@@ -18,6 +18,11 @@ export interface RouterArtifact {
   sublayers: string[];
   logits: number[][];
   tau: number;
+  /**
+   * A reused cache entry may be at most this many steps old: older ones compute (the router
+   * was trained under the same rule). Absent: no cap.
+   */
+  maxCacheAge?: number;
   training?: Record<string, unknown>;
   eval?: Record<string, unknown>;
 }
@@ -35,6 +40,7 @@ export function parseRouterArtifact(json: unknown, source: string): RouterArtifa
     throw mismatch(`${source}: every logits row needs ${a.sublayers.length} numbers`);
   }
   if (!a.model || typeof a.model.sha256 !== 'string') throw mismatch(`${source}: missing model.sha256`);
+  if (a.maxCacheAge !== undefined && !(Number.isInteger(a.maxCacheAge) && a.maxCacheAge >= 1)) throw mismatch(`${source}: maxCacheAge must be an integer >= 1, got ${a.maxCacheAge}`);
   return a as RouterArtifact;
 }
 
@@ -48,20 +54,68 @@ export function ltcComputesAll(step: number, steps: number): boolean {
 }
 
 /**
- * A static router: slot s computes at step i iff sigmoid(logits[i][s]) > tau (the first step
- * always computes). LTC routers also compute everything at the steps where LTC resets the
+ * Tracks how old each slot's cached output is and forces a slot to compute when reusing it
+ * would exceed the cap: one rule for training and inference.
+ */
+export class CacheAges {
+  private readonly ages: number[];
+
+  constructor(
+    slots: number,
+    readonly maxAge = Infinity,
+  ) {
+    this.ages = new Array<number>(slots).fill(0);
+  }
+
+  /** Slots that must compute at the next step (their cache would be older than the cap). */
+  forced(): boolean[] {
+    return this.ages.map((age) => age + 1 > this.maxAge);
+  }
+
+  /** After a step: a refreshed slot is 0 steps old, a reused one a step older. */
+  advance(refreshed: readonly boolean[]): void {
+    refreshed.forEach((r, s) => (this.ages[s] = r ? 0 : this.ages[s]! + 1));
+  }
+
+  clone(): CacheAges {
+    const c = new CacheAges(this.ages.length, this.maxAge);
+    c.ages.splice(0, this.ages.length, ...this.ages);
+    return c;
+  }
+}
+
+/**
+ * The whole schedule of a router at threshold tau: slot s computes at step i iff
+ * sigmoid(logits[i][s]) > tau, or its cache would be older than `maxCacheAge`; the first step
+ * always computes. LTC routers also compute everything at the steps where LTC resets the
  * cache (ltcComputesAll), as Learning-to-Cache does at inference.
  */
+export function routerSchedule(a: Pick<RouterArtifact, 'method' | 'steps' | 'sublayers' | 'logits' | 'maxCacheAge'>, tau: number): boolean[][] {
+  const ages = new CacheAges(a.sublayers.length, a.maxCacheAge);
+  return a.logits.map((row, step) => {
+    const all = step === 0 || (a.method === 'ltc' && ltcComputesAll(step, a.steps));
+    const forced = ages.forced();
+    const computes = row.map((logit, s) => all || forced[s]! || 1 / (1 + Math.exp(-logit)) > tau);
+    ages.advance(computes);
+    return computes;
+  });
+}
+
+/** A static router: its routerSchedule at the request's tau. */
 export class RouterPolicy implements CachePolicy {
   readonly name = 'router';
   readonly probes = [];
   readonly static = true;
 
+  private readonly schedule: boolean[][];
+
   constructor(
     readonly artifact: RouterArtifact,
     readonly source: string,
     readonly tau = artifact.tau ?? DEFAULT_TAU,
-  ) {}
+  ) {
+    this.schedule = routerSchedule(artifact, this.tau);
+  }
 
   get spec(): string {
     return `router:${this.source}@${this.tau}`;
@@ -80,10 +134,9 @@ export class RouterPolicy implements CachePolicy {
   }
 
   decide(step: number): boolean[] {
-    const row = this.artifact.logits[step];
+    const row = this.schedule[step];
     if (!row) throw mismatch(`router ${this.source} has no row for step ${step}`);
-    if (step === 0 || (this.artifact.method === 'ltc' && ltcComputesAll(step, this.artifact.steps))) return row.map(() => true);
-    return row.map((logit) => 1 / (1 + Math.exp(-logit)) > this.tau);
+    return [...row];
   }
 }
 

@@ -23,6 +23,7 @@ interface Options {
   lambdaNorm: 'none' | 'mean';
   lambdaSchedule: 'soft' | 'hard';
   straightThrough?: boolean;
+  maxCacheAge?: number;
   refresh: number;
   untilPlateau?: boolean;
   window: number;
@@ -57,6 +58,7 @@ export function registerTrainRouter(program: Command): void {
     .option('--lambda <mode>', 'paper | incremental', 'paper')
     .option('--lambda-norm <mode>', 'none | mean', 'none')
     .option('--lambda-schedule <mode>', 'IEPO trajectories with the soft mixes (soft) or the hard decisions at tau (hard)', 'soft')
+    .option('--max-cache-age <k>', 'a reused cache entry may be at most k steps old (in training and at inference; stored in the artifact)', int)
     .option('--straight-through', 'forward with the hard decisions, gradient of the soft ones (the reference\'s STE)')
     .option('--refresh <n>', 'recompute lambda every C updates', int, HARMONICA_DEFAULTS.refresh)
     .option('--seed <n>', 'seed', int, 0)
@@ -68,12 +70,13 @@ export function registerTrainRouter(program: Command): void {
       if (o.lambdaNorm !== 'none' && o.lambdaNorm !== 'mean') throw new HarmonicaError('BAD_INPUT', `--lambda-norm must be none or mean`);
       if (o.lambdaSchedule !== 'soft' && o.lambdaSchedule !== 'hard') throw new HarmonicaError('BAD_INPUT', `--lambda-schedule must be soft or hard`);
       if (!(o.updates > 0) || !(o.window > 0)) throw new HarmonicaError('BAD_INPUT', '--updates and --window must be positive integers');
+      if (o.maxCacheAge !== undefined && !(o.maxCacheAge >= 1)) throw new HarmonicaError('BAD_INPUT', `--max-cache-age must be an integer >= 1, got ${o.maxCacheAge}`);
       const engine = await Engine.open(o.model, { threads: o.threads });
       const d = engine.pkg.manifest.defaults;
       const trainer = await RouterTrainer.create(engine, {
         steps: o.steps ?? d.steps, sampler: o.sampler ?? d.sampler, cfg: o.cfg ?? d.cfg, beta: o.beta, lr: o.lr, updates: o.updates, batch: o.batch,
         tau: o.tau, tauTrain: o.tauTrain, lambdaMode: o.lambda, lambdaNorm: o.lambdaNorm, lambdaSchedule: o.lambdaSchedule,
-        straightThrough: !!o.straightThrough, refresh: o.refresh, seed: o.seed, untilPlateau: !!o.untilPlateau, plateau: { window: o.window },
+        straightThrough: !!o.straightThrough, maxCacheAge: o.maxCacheAge, refresh: o.refresh, seed: o.seed, untilPlateau: !!o.untilPlateau, plateau: { window: o.window },
         checkpoint: o.checkpoint ?? `${o.out}.ckpt.json`, resume: !!o.resume, session: { threads: o.threads }, progress: true,
       });
       const artifact = o.method === 'ltc' ? await trainer.trainLtc() : await trainer.train();

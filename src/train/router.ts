@@ -1,5 +1,5 @@
 import { stepNames } from '../cache/step-graph.js';
-import { ltcComputesAll, ROUTER_FORMAT, type RouterArtifact } from '../cache/router.js';
+import { CacheAges, ltcComputesAll, ROUTER_FORMAT, routerSchedule, type RouterArtifact } from '../cache/router.js';
 import { dropLearnedSigma, duplicateForCfg, splitGuided } from '../diffusion/cfg.js';
 import { createSampler, initialNoise, type Sampler } from '../diffusion/sampler.js';
 import type { Engine } from '../engine/engine.js';
@@ -58,6 +58,8 @@ export interface RouterTrainOptions {
   lambdaSchedule?: 'soft' | 'hard';
   /** Forward with the hard decisions, gradient of the soft ones (straight-through estimator). */
   straightThrough?: boolean;
+  /** A reused cache entry may be at most this many steps old, in training as at inference (absent: no cap). */
+  maxCacheAge?: number;
   /** Recompute lambda every C updates. */
   refresh: number;
   seed: number;
@@ -75,6 +77,7 @@ interface Trajectory {
   x: Float32Array;
   conditions: Record<string, HostTensor>;
   caches: Record<string, HostTensor>;
+  ages: CacheAges;
 }
 
 /** A trajectory's state before some step, to branch from. */
@@ -176,7 +179,7 @@ export class RouterTrainer {
   /** A fresh trajectory: conditions, noise, and step 0 computed in full (fills the cache). */
   private async start(rng: Rng, sampler: Sampler): Promise<Trajectory> {
     const conditions = await this.randomConditions(rng);
-    const traj: Trajectory = { x: initialNoise(this.opts.batch * this.latent, rng), conditions, caches: {} };
+    const traj: Trajectory = { x: initialNoise(this.opts.batch * this.latent, rng), conditions, caches: {}, ages: this.freshAges() };
     await this.softStep(traj, sampler, 0, this.allCompute());
     return traj;
   }
@@ -198,10 +201,21 @@ export class RouterTrainer {
     return this.engine.model.slots.map(() => HARD_LOGIT);
   }
 
+  private freshAges(): CacheAges {
+    return new CacheAges(this.engine.model.slots.length, this.opts.maxCacheAge);
+  }
+
+  /** The row as the step runs it: slots whose cache would be too old compute (logit +40). */
+  private capped(traj: Trajectory, logits: readonly number[]): { row: number[]; forced: boolean[] } {
+    const forced = traj.ages.forced();
+    return { row: logits.map((v, s) => (forced[s] ? HARD_LOGIT : v)), forced };
+  }
+
   /** A forward-only step with the soft router row `logits`; updates cache and x. */
   private async softStep(traj: Trajectory, sampler: Sampler, step: number, logits: readonly number[], overwriteAll = true): Promise<void> {
-    const out = await this.forward.run({ ...this.feeds(traj, step, sampler.timesteps), [routerNames.logits]: tensor('float32', [logits.length], logits) });
-    this.updateCache(traj, out, logits, overwriteAll);
+    const { row } = this.capped(traj, logits);
+    const out = await this.forward.run({ ...this.feeds(traj, step, sampler.timesteps), [routerNames.logits]: tensor('float32', [row.length], row) });
+    this.updateCache(traj, out, row, overwriteAll);
     traj.x = sampler.step(step, traj.x, this.epsilon(out[stepNames.out]!));
   }
 
@@ -219,9 +233,11 @@ export class RouterTrainer {
 
   /** The cache becomes the (detached) mixed output where r > tau_train. */
   private updateCache(traj: Trajectory, out: Record<string, HostTensor>, logits: readonly number[], overwriteAll: boolean): void {
+    const refreshed = logits.map((v) => overwriteAll || sigmoid(v) > this.opts.tauTrain);
     this.engine.model.slots.forEach((s, i) => {
-      if (overwriteAll || sigmoid(logits[i]!) > this.opts.tauTrain) traj.caches[s.name] = out[routerNames.mixed(s.name)]!;
+      if (refreshed[i]) traj.caches[s.name] = out[routerNames.mixed(s.name)]!;
     });
+    traj.ages.advance(refreshed);
   }
 
   /** Row i as IEPO runs it: the soft logits, or with `lambdaSchedule: hard` the decisions at tau. */
@@ -240,7 +256,7 @@ export class RouterTrainer {
     const traj = await this.start(new Rng(seed), sampler);
     const before: Branch[] = [];
     for (let i = 1; i < this.opts.steps; i++) {
-      before[i] = { x: traj.x, caches: { ...traj.caches }, conditions: traj.conditions, sampler: sampler.fork() };
+      before[i] = { x: traj.x, caches: { ...traj.caches }, ages: traj.ages.clone(), conditions: traj.conditions, sampler: sampler.fork() };
       await this.softStep(traj, sampler, i, this.lambdaRow(i), false);
     }
     return { final: traj.x, before };
@@ -249,7 +265,7 @@ export class RouterTrainer {
   /** Finishes a trajectory from a saved state with rows `logitsFor(step)`; the final sample. */
   private async finishFrom(state: Branch, from: number, logitsFor: (step: number) => readonly number[]): Promise<Float32Array> {
     const sampler = state.sampler.fork();
-    const traj: Trajectory = { x: state.x, caches: { ...state.caches }, conditions: state.conditions };
+    const traj: Trajectory = { x: state.x, caches: { ...state.caches }, ages: state.ages.clone(), conditions: state.conditions };
     for (let i = from; i < this.opts.steps; i++) await this.softStep(traj, sampler, i, logitsFor(i), false);
     return traj.x;
   }
@@ -289,11 +305,11 @@ export class RouterTrainer {
    * One router update at step i: the teacher (full forward on the student's x_t), the
    * student with row i and the current cache, and the AdamW step on row i alone.
    */
-  private async updateRow(traj: Trajectory, timesteps: readonly number[], i: number, lambda: number): Promise<Record<string, HostTensor>> {
+  private async updateRow(traj: Trajectory, timesteps: readonly number[], i: number, lambda: number): Promise<{ out: Record<string, HostTensor>; row: number[] }> {
     const feeds = this.feeds(traj, i, timesteps);
     const S = this.logits[i]!.length;
     const teacher = (await this.forward.run({ ...feeds, [routerNames.logits]: tensor('float32', [S], this.allCompute()) }, [stepNames.out]))[stepNames.out]!;
-    const row = this.logits[i]!;
+    const { row, forced } = this.capped(traj, this.logits[i]!);
     const out = await this.student.run({
       ...feeds,
       [routerNames.logits]: tensor('float32', [S], row),
@@ -303,16 +319,31 @@ export class RouterTrainer {
       [routerNames.lambda]: tensor('float32', [], [lambda]),
       [routerNames.beta]: tensor('float32', [], [this.opts.beta]),
     });
-    this.stepRow(i, out[routerNames.grad]!.data as Float32Array);
-    return out;
+    this.stepRow(i, out[routerNames.grad]!.data as Float32Array, forced);
+    return { out, row };
   }
 
-  /** AdamW on row i only (its own moments and step count), then the clamp to [-5, 5]. */
-  private stepRow(i: number, grad: Float32Array): void {
+  /**
+   * AdamW on row i only (its own moments and step count), then the clamp to [-5, 5]. Slots the
+   * age cap forced to compute did not use their logit: it and its moments stay as they were.
+   */
+  private stepRow(i: number, grad: Float32Array, forced: readonly boolean[]): void {
     const adam = this.adams[i];
     if (!adam) throw new Error(`router row ${i} is not trainable`);
+    adam.params.get('P')!.set(this.logits[i]!); // the logits are the truth; AdamW steps a float32 copy
+    const before = forced.some(Boolean) ? { P: [...adam.params.get('P')!], state: adam.state() } : null;
     adam.step(new Map([['P', grad]]));
     const P = adam.params.get('P')!;
+    if (before) {
+      const state = adam.state();
+      forced.forEach((f, s) => {
+        if (!f) return;
+        P[s] = before.P[s]!;
+        state.m.P![s] = before.state.m.P![s]!;
+        state.v.P![s] = before.state.v.P![s]!;
+      });
+      adam.loadState(state);
+    }
     for (let s = 0; s < P.length; s++) P[s] = Math.min(HARMONICA_DEFAULTS.clamp, Math.max(-HARMONICA_DEFAULTS.clamp, P[s]!));
     this.logits[i] = [...P];
   }
@@ -326,8 +357,7 @@ export class RouterTrainer {
       const traj = await this.start(rng, sampler);
       for (let i = 1; i < T && !loop.done(); i++) {
         if (loop.update() % refresh === 0) await this.refreshLambda(seed + loop.update());
-        const row = [...this.logits[i]!]; // the row the student ran with, before the update
-        const out = await this.updateRow(traj, sampler.timesteps, i, this.lambda[i]!);
+        const { out, row } = await this.updateRow(traj, sampler.timesteps, i, this.lambda[i]!); // row: as the student ran it
         this.updateCache(traj, out, row, false);
         traj.x = sampler.step(i, traj.x, this.epsilon(out[stepNames.out]!));
         loop.record((out[routerNames.dataLoss]!.data as Float32Array)[0]!);
@@ -360,9 +390,9 @@ export class RouterTrainer {
       const abk = ab[sampler.timesteps[k]!]!;
       const noise = initialNoise(x.length, rng);
       for (let j = 0; j < x.length; j++) x[j] = Math.sqrt(abk) * x[j]! + Math.sqrt(1 - abk) * noise[j]!;
-      const traj: Trajectory = { x, conditions, caches: {} };
+      const traj: Trajectory = { x, conditions, caches: {}, ages: this.freshAges() };
       await this.softStep(traj, sampler, k, this.allCompute());
-      const out = await this.updateRow(traj, sampler.timesteps, k + 1, 1);
+      const { out } = await this.updateRow(traj, sampler.timesteps, k + 1, 1);
       loop.record((out[routerNames.dataLoss]!.data as Float32Array)[0]!);
     });
   }
@@ -372,7 +402,7 @@ export class RouterTrainer {
     const o = this.opts;
     return {
       method, model: this.engine.pkg.sha256, steps: o.steps, sampler: o.sampler, cfg: o.cfg, beta: o.beta, lr: o.lr, batch: o.batch, tauTrain: o.tauTrain,
-      lambdaMode: o.lambdaMode, lambdaNorm: o.lambdaNorm, lambdaSchedule: o.lambdaSchedule ?? 'soft', straightThrough: !!o.straightThrough, refresh: o.refresh, seed: o.seed, window: this.rule.window,
+      lambdaMode: o.lambdaMode, lambdaNorm: o.lambdaNorm, lambdaSchedule: o.lambdaSchedule ?? 'soft', straightThrough: !!o.straightThrough, maxCacheAge: o.maxCacheAge ?? null, refresh: o.refresh, seed: o.seed, window: this.rule.window,
     };
   }
 
@@ -472,9 +502,10 @@ export class RouterTrainer {
     return this.logits.map((_, i) => !this.alwaysComputes(i));
   }
 
-  /** The hard schedule inference runs at tau. */
+  /** The hard schedule inference runs at tau (with the age cap, if any). */
   private schedule(): boolean[][] {
-    return this.logits.map((row, i) => row.map((v) => this.alwaysComputes(i) || sigmoid(v) > this.opts.tau));
+    const { steps, tau, maxCacheAge } = this.opts;
+    return routerSchedule({ method: this.method, steps, sublayers: this.engine.model.slots.map((s) => s.name), logits: this.logits, maxCacheAge }, tau);
   }
 
   /** Cache usage ratio the current router gives at inference (tau). */
@@ -496,6 +527,7 @@ export class RouterTrainer {
       format: ROUTER_FORMAT, method: this.method, model: { id: pkg.manifest.id, sha256: pkg.sha256 }, sampler: o.sampler,
       steps: o.steps, cfgScale: o.cfg, sublayers: this.engine.model.slots.map((s) => s.name),
       logits: this.logits.map((row) => row.map((v) => Number(v.toFixed(6)))), tau: o.tau,
+      ...(o.maxCacheAge === undefined ? {} : { maxCacheAge: o.maxCacheAge }),
       training: {
         beta: o.beta, lr: o.lr, updates, maxUpdates: o.updates, plateauAt, batch: o.batch, lambdaMode: o.lambdaMode, lambdaNorm: o.lambdaNorm,
         lambdaSchedule: o.lambdaSchedule ?? 'soft', straightThrough: !!o.straightThrough, refresh: o.refresh, tauTrain: o.tauTrain, seed: o.seed,

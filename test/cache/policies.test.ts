@@ -65,6 +65,16 @@ describe('cache policies', () => {
     expect(p.decide(3, {})).toEqual([true, true, false, true]);
   });
 
+  it('a router with a cache-age cap computes a slot whose cache would be too old', async () => {
+    const reuseAll = artifact().logits.map(() => [-5, -5, -5, -5]);
+    for (const [age, expected] of [[1, [true, false, true, false]], [2, [true, false, false, true]]] as const) {
+      const p = parsePolicy(`router:${await writeRouter(artifact({ logits: reuseAll, maxCacheAge: age }))}`);
+      p.start(ctx);
+      expect([0, 1, 2, 3].map((i) => p.decide(i, {}).every(Boolean))).toEqual(expected);
+    }
+    await expect(async () => parsePolicy(`router:${await writeRouter(artifact({ maxCacheAge: 0 }))}`)).rejects.toThrow(/maxCacheAge must be an integer >= 1/);
+  });
+
   it('a router for another model, step count or sublayer list is rejected clearly', async () => {
     const other = parsePolicy(`router:${await writeRouter(artifact({ model: { id: 'other', sha256: 'b'.repeat(64) } }))}`);
     expect(() => other.start(ctx)).toThrow(/trained for model other .* not tiny/);

@@ -182,6 +182,18 @@ describe('HarmoniCa router trainer', () => {
     await Promise.all([trainer.release(), strict.release()]);
   });
 
+  it('under a cache-age cap, slots whose cache would be too old compute, in training as at inference, and their logits do not train', async () => {
+    const trainer = await RouterTrainer.create(engine, options({ updates: 3, refresh: 100, maxCacheAge: 1 }));
+    // Every logit says reuse: with the cap, step 1 reuses step 0's outputs, step 2 must compute, step 3 reuses again.
+    trainer.logits.slice(1).forEach((row) => row.fill(-5));
+    const artifact = await trainer.train();
+    expect(artifact.maxCacheAge).toBe(1);
+    expect(artifact.logits[2]).toEqual([-5, -5, -5, -5]); // all forced at step 2: nothing trained there
+    expect(artifact.logits[1]).not.toEqual([-5, -5, -5, -5]);
+    expect(artifact.eval!.cur).toBeCloseTo(0.5, 1);
+    await trainer.release();
+  });
+
   it('straight-through and the hard lambda schedule train and are recorded in the artifact', async () => {
     const trainer = await RouterTrainer.create(engine, options({ straightThrough: true, lambdaSchedule: 'hard' }));
     const a = await trainer.train();
