@@ -6,6 +6,7 @@
  * offsets relative to the start of the data buffer. Byte order is little-endian like every host Node runs on,
  * so typed arrays are read and written as-is.
  */
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { allocate, DTYPES, viewBytes, type DType } from './dtype.js';
 import { bytesOf, numel, type HostTensor } from './tensor.js';
@@ -332,5 +333,37 @@ export async function readSafetensors(path: string): Promise<Map<string, HostTen
     return await file.readAll();
   } finally {
     await file.close();
+  }
+}
+
+/**
+ * Every tensor of a file, read synchronously (for lazily loaded weights behind a synchronous
+ * accessor); one tensor at a time, as the async reader does.
+ */
+export function readSafetensorsSync(path: string): Map<string, HostTensor> {
+  const fd = openSync(path, 'r');
+  try {
+    const readAt = (into: Uint8Array, position: number, tensor?: string) => {
+      for (let done = 0; done < into.byteLength;) {
+        const n = readSync(fd, into, done, into.byteLength - done, position + done);
+        if (n === 0) throw new SafetensorsError('TRUNCATED', path, `unexpected end of file at byte ${position + done} (needed ${into.byteLength - done} more)`, tensor);
+        done += n;
+      }
+    };
+    const size = fstatSync(fd).size;
+    const prefix = new Uint8Array(8);
+    if (size >= 8) readAt(prefix, 0);
+    const n = headerLength(prefix, size, path);
+    const headerBytes = new Uint8Array(n);
+    readAt(headerBytes, 8);
+    const out = new Map<string, HostTensor>();
+    for (const [name, e] of parseHeader(headerBytes, size - 8 - n, path).entries) {
+      const data = allocate(e.dtype, numel(e.shape));
+      readAt(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), 8 + n + e.begin, name);
+      out.set(name, { dtype: e.dtype, shape: [...e.shape], data });
+    }
+    return out;
+  } finally {
+    closeSync(fd);
   }
 }
