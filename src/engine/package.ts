@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { writeSafetensors } from '../tensor/safetensors.js';
+import { writeSafetensors, type TensorSource } from '../tensor/safetensors.js';
 import type { HostTensor } from '../tensor/tensor.js';
 import { defaultCacheDir } from '../util/cache-dir.js';
 import { HarmonicaError } from '../util/errors.js';
@@ -81,8 +81,8 @@ export async function openModelPackage(nameOrDir: string, cacheDir: string | nul
 export async function writeModelPackage(
   dir: string,
   manifest: Omit<ModelManifest, 'format' | 'files'>,
-  weights: Map<string, HostTensor>,
-  extraFiles: Record<string, Map<string, HostTensor> | object> = {},
+  weights: Map<string, HostTensor | TensorSource>,
+  extraFiles: Record<string, Map<string, HostTensor | TensorSource> | object> = {},
 ): Promise<ModelPackage> {
   await mkdir(dir, { recursive: true });
   const files: Record<string, string> = {};
