@@ -251,7 +251,7 @@ export type TensorMap = Record<string, HostTensor> | Map<string, HostTensor>;
  */
 export interface TensorSource {
   dtype: DType;
-  shape: number[];
+  shape: readonly number[];
   read(): Promise<HostTensor>;
 }
 
