@@ -4,6 +4,7 @@ import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ort from 'onnxruntime-node';
+import { log as defaultLog } from '../util/log.js';
 import type { Graph } from './ir.js';
 import { DEFAULT_EXTERNAL_DATA_BYTES, Session, type SessionConfig } from './session.js';
 import { initializerBytes, saveModel } from './writer.js';
@@ -38,6 +39,9 @@ interface CompiledMeta {
 
 export type CacheOutcome = 'hit' | 'miss' | 'off';
 
+/** Models with more weights than this keep them as external data in the cache (mapped, not copied). */
+export const EXTERNAL_IN_CACHE_BYTES = 256 << 20;
+
 /**
  * Compiled models on disk: `dir`/graphs/<hash of key and build id>/model.onnx (+ .data). The
  * key names what the graph is built from (weights hashes, config, batch, options), so a second
@@ -57,8 +61,14 @@ export class CompiledCache {
     const model = join(dir, 'model.onnx');
     const metaPath = join(dir, 'meta.json');
     if (existsSync(metaPath)) {
-      const meta = JSON.parse(await readFile(metaPath, 'utf8')) as CompiledMeta;
-      return { session: await Session.open(model, config, meta.externalData), cache: 'hit' };
+      try {
+        const meta = JSON.parse(await readFile(metaPath, 'utf8')) as CompiledMeta;
+        return { session: await Session.open(model, config, meta.externalData), cache: 'hit' };
+      } catch (err) {
+        // A damaged entry (e.g. a file truncated by a full disk) is compiled again.
+        (config.logger ?? defaultLog).warn({ err: (err as Error).message, entry: dir }, 'compiled model unreadable, compiling it again');
+        await rm(dir, { recursive: true, force: true });
+      }
     }
     const graph = build();
     const tmp = `${dir}.tmp-${process.pid}-${Date.now()}`;
@@ -81,9 +91,6 @@ export class CompiledCache {
     }
   }
 }
-
-/** Models with more weights than this keep them as external data in the cache (mapped, not copied). */
-export const EXTERNAL_IN_CACHE_BYTES = 256 << 20;
 
 /** A session through the cache when there is one, else built in memory. */
 export async function openGraph(cache: CompiledCache | null, key: Record<string, unknown>, build: () => Graph, config: SessionConfig = {}): Promise<{ session: Session; cache: CacheOutcome }> {

@@ -57,6 +57,21 @@ describe('compiled-model cache', () => {
   });
 });
 
+describe('compiled-model cache, damaged', () => {
+  it('a truncated entry is compiled again, and the output is unchanged', async () => {
+    const pkg = await tinyDitPackage(3, 'damaged');
+    const cacheDir = await mkdtemp(join(tmpdir(), 'harmonica-cache-'));
+    const request = { classLabel: 2, seed: 1, steps: 2 };
+    const first = await (await Engine.open(pkg.dir, { threads: 1, cacheDir })).generate(request);
+    const [model] = (await graphFiles(cacheDir)).filter((f) => f.endsWith('model.onnx'));
+    await writeFile(join(cacheDir, 'graphs', model!), 'not a model');
+    const again = await (await Engine.open(pkg.dir, { threads: 1, cacheDir })).generate(request);
+    expect(again.report.compiledCache).toBe('miss');
+    expect(Array.from(again.images[0]!.data as Float32Array)).toEqual(Array.from(first.images[0]!.data as Float32Array));
+    expect((await (await Engine.open(pkg.dir, { threads: 1, cacheDir })).generate(request)).report.compiledCache).toBe('hit');
+  });
+});
+
 describe('file hashes remembered by path, size and mtime', () => {
   it('reuses a hash while size and mtime match and hashes again when the file changes', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'hashes-'));
