@@ -75,8 +75,11 @@ class OpenFiles {
 
   async open(paths: string[]): Promise<Map<string, TensorSource>> {
     const opened: SafetensorsFile[] = [];
-    for (const p of paths) opened.push(await SafetensorsFile.open(p));
-    this.files.push(...opened);
+    for (const p of paths) {
+      const f = await SafetensorsFile.open(p);
+      opened.push(f);
+      this.files.push(f);
+    }
     return tensorSources(opened);
   }
 
