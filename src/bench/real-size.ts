@@ -10,7 +10,7 @@ import { diffusersDitToOriginal } from '../models/checkpoints/dit.js';
 import { initDitWeights } from '../models/dit-init.js';
 import type { DitConfig } from '../models/dit.js';
 import { initVaeWeights, vaeConfigToDiffusers } from '../models/vae-init.js';
-import { SD_VAE_CONFIG } from '../models/vae.js';
+import { SD_VAE_CONFIG, type VaeConfig } from '../models/vae.js';
 import { writeSafetensors } from '../tensor/safetensors.js';
 
 const run = promisify(execFile);
@@ -28,6 +28,8 @@ export interface RealSizeOptions {
   steps: number;
   seed: number;
   threads?: number;
+  /** The model's sizes: DiT-XL/2 256 px and the SD VAE unless given (tests use tiny ones). */
+  sizes?: { dit: DitConfig; vae: VaeConfig };
 }
 
 export interface PhaseResult {
@@ -47,19 +49,18 @@ export interface PhaseResult {
  * Writes a random DiT-XL/2 checkpoint in the exact real layout, seeded: the Hub diffusers
  * folder (transformer/ and vae/ with the SD VAE) or the original state dict beside a VAE folder.
  */
-async function writeCheckpoint(o: RealSizeOptions): Promise<{ from: string; vae?: string }> {
-  const root = join(o.dir, `dit-xl-2-256-${o.layout}`);
+async function writeCheckpoint(o: RealSizeOptions, d: DitConfig, vae: VaeConfig): Promise<{ from: string; vae?: string }> {
+  const root = join(o.dir, `dit-${o.layout}`);
   const vaeDir = join(root, o.layout === 'diffusers' ? 'vae' : 'sd-vae-ft-ema');
   const from = o.layout === 'diffusers' ? root : join(root, 'DiT-XL-2-256x256.safetensors');
   const done = join(root, '.complete');
   if (existsSync(done)) return { from, vae: o.layout === 'original' ? vaeDir : undefined };
   await mkdir(vaeDir, { recursive: true });
-  await writeFile(join(vaeDir, 'config.json'), JSON.stringify(vaeConfigToDiffusers(SD_VAE_CONFIG)));
-  await writeSafetensors(join(vaeDir, 'diffusion_pytorch_model.safetensors'), initVaeWeights(SD_VAE_CONFIG, o.seed + 1));
-  const weights = initDitWeights(DIT_XL_2_256, o.seed);
+  await writeFile(join(vaeDir, 'config.json'), JSON.stringify(vaeConfigToDiffusers(vae)));
+  await writeSafetensors(join(vaeDir, 'diffusion_pytorch_model.safetensors'), initVaeWeights(vae, o.seed + 1));
+  const weights = initDitWeights(d, o.seed);
   if (o.layout === 'diffusers') {
     await mkdir(join(root, 'transformer'), { recursive: true });
-    const d = DIT_XL_2_256;
     await writeFile(join(root, 'transformer', 'config.json'), JSON.stringify({
       _class_name: 'Transformer2DModel', norm_type: 'ada_norm_zero', sample_size: d.inputSize, patch_size: d.patchSize, in_channels: d.inChannels,
       out_channels: 2 * d.inChannels, num_layers: d.depth, num_attention_heads: d.heads, attention_head_dim: d.hidden / d.heads, num_embeds_ada_norm: d.numClasses,
@@ -68,7 +69,7 @@ async function writeCheckpoint(o: RealSizeOptions): Promise<{ from: string; vae?
     await writeSafetensors(join(root, 'transformer', 'diffusion_pytorch_model.safetensors'), weights);
     await writeFile(join(root, 'model_index.json'), JSON.stringify({ _class_name: 'DiTPipeline', transformer: ['diffusers', 'Transformer2DModel'], vae: ['diffusers', 'AutoencoderKL'] }));
   } else {
-    await writeSafetensors(from, diffusersDitToOriginal(weights, DIT_XL_2_256));
+    await writeSafetensors(from, diffusersDitToOriginal(weights, d));
   }
   await writeFile(done, '');
   return { from, vae: o.layout === 'original' ? vaeDir : undefined };
@@ -96,18 +97,21 @@ const median = (xs: number[]) => {
  */
 export async function benchRealSize(o: RealSizeOptions): Promise<{ machine: string; model: string; layout: string; steps: number; phases: PhaseResult[]; fora2Speedup: number }> {
   await mkdir(o.dir, { recursive: true });
+  const { dit, vae } = o.sizes ?? { dit: DIT_XL_2_256, vae: SD_VAE_CONFIG };
   const t0 = performance.now();
-  const checkpoint = await writeCheckpoint(o);
+  const checkpoint = await writeCheckpoint(o, dit, vae);
   const phases: PhaseResult[] = [{ phase: 'write random checkpoint (or reuse)', wallS: (performance.now() - t0) / 1000, peakRssGb: process.resourceUsage().maxRSS / 2 ** 20 }];
   const cacheDir = join(o.dir, 'cache');
   await rm(cacheDir, { recursive: true, force: true });
-  const pkg = join(o.dir, `pkg-dit-xl-2-256-${o.layout}`);
-  const convertArgs = ['convert', '--from', checkpoint.from, '--out', pkg, ...(checkpoint.vae ? ['--vae', checkpoint.vae, '--preset', 'DiT-XL/2', '--image-size', '256'] : [])];
+  const pkg = join(o.dir, `pkg-dit-${o.layout}`);
+  const shape = { depth: dit.depth, hidden: dit.hidden, heads: dit.heads, patchSize: dit.patchSize, numClasses: dit.numClasses };
+  const original = ['--vae', checkpoint.vae!, '--config', JSON.stringify(shape), '--image-size', String(dit.inputSize * 8)];
+  const convertArgs = ['convert', '--from', checkpoint.from, '--out', pkg, ...(o.layout === 'original' ? original : [])];
   const converted = await cli(convertArgs, cacheDir);
   phases.push({ phase: 'convert', wallS: converted.wallS, peakRssGb: converted.peakRssGb });
   const threads = o.threads ? ['--threads', String(o.threads)] : [];
   const generate = async (phase: string, cache: string) => {
-    const r = await cli(['generate', '--model', pkg, '--class', '207', '--steps', String(o.steps), '--cfg', '4', '--seed', String(o.seed), '--cache', cache, '--json', '--out', join(o.dir, `${phase.replace(/\W+/g, '-')}.png`), ...threads], cacheDir);
+    const r = await cli(['generate', '--model', pkg, '--class', String(Math.min(207, dit.numClasses - 1)), '--steps', String(o.steps), '--cfg', '4', '--seed', String(o.seed), '--cache', cache, '--json', '--out', join(o.dir, `${phase.replace(/\W+/g, '-')}.png`), ...threads], cacheDir);
     const report = JSON.parse(r.stdout.trim().split('\n').pop()!) as { stepsMs: number[]; openMs: number; sessionsMs: number; compiledCache: string };
     const result: PhaseResult = {
       phase, wallS: r.wallS, peakRssGb: r.peakRssGb, openMs: report.openMs, sessionsMs: report.sessionsMs, compiledCache: report.compiledCache,
@@ -121,7 +125,7 @@ export async function benchRealSize(o: RealSizeOptions): Promise<{ machine: stri
   const fora = await generate('generate fora:2, second start', 'fora:2');
   return {
     machine: `${cpus().length} x ${cpus()[0]?.model ?? 'CPU'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB`,
-    model: 'DiT-XL/2 256px (random weights, real layout)', layout: o.layout, steps: o.steps, phases,
+    model: o.sizes ? `DiT depth ${dit.depth}, hidden ${dit.hidden} (random weights)` : 'DiT-XL/2 256px (random weights, real layout)', layout: o.layout, steps: o.steps, phases,
     fora2Speedup: cached.loopMs! / fora.loopMs!,
   };
 }
