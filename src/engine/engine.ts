@@ -258,9 +258,13 @@ export class Engine {
     const [c, h, w] = this.model.latentShape;
     const guided = req.cfg > 1;
     const rows = guided ? 2 * req.n : req.n;
-    // Sessions first (built, or loaded from the compiled-model cache), timed apart from inference.
+    // Sessions first (built, or loaded from the compiled-model cache), timed apart from
+    // inference; one after the other, so one graph's host weights are freed before the next
+    // is built.
     const t0 = performance.now();
-    const [executor] = await Promise.all([this.executor(rows), this.vae ? this.decoder(req.n) : null, this.conditioning.prepare?.(rows)]);
+    await this.conditioning.prepare?.(rows);
+    const executor = await this.executor(rows);
+    if (this.vae) await this.decoder(req.n);
     const sessionsMs = performance.now() - t0;
     if (executor.device === 'cpu') this.device = 'cpu';
     const conditions = await this.conditioning.build(req, rows);
