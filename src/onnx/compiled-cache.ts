@@ -71,9 +71,22 @@ export class CompiledCache {
       }
     }
     const graph = build();
-    const tmp = `${dir}.tmp-${process.pid}-${Date.now()}`;
-    await mkdir(tmp, { recursive: true });
+    let externalData: boolean;
     try {
+      externalData = await this.write(dir, key, graph, config);
+    } catch (err) {
+      // An unwritable or full cache costs the next start its speed, never this one its session.
+      (config.logger ?? defaultLog).warn({ err: (err as Error).message, dir: this.dir }, 'cannot write the compiled-model cache, opening the graph from memory');
+      return { session: await Session.create(graph, config), cache: 'off' };
+    }
+    return { session: await Session.open(model, config, externalData), cache: 'miss' };
+  }
+
+  /** Writes an entry under a temporary name and renames it into place whole; returns whether its weights are external. */
+  private async write(dir: string, key: Record<string, unknown>, graph: Graph, config: SessionConfig): Promise<boolean> {
+    const tmp = `${dir}.tmp-${process.pid}-${Date.now()}`;
+    try {
+      await mkdir(tmp, { recursive: true });
       // Every model past the limit, and any sizeable one, keeps its weights in a file ORT can map.
       const bytes = initializerBytes(graph);
       const threshold = Math.min(config.externalDataBytes ?? DEFAULT_EXTERNAL_DATA_BYTES, EXTERNAL_IN_CACHE_BYTES);
@@ -81,10 +94,10 @@ export class CompiledCache {
       await writeFile(join(tmp, 'meta.json'), JSON.stringify({ key, externalData, bytes } satisfies CompiledMeta));
       await rename(tmp, dir).catch(async (err: NodeJS.ErrnoException) => {
         // Another process compiled the same entry meanwhile: use theirs.
-        if (!existsSync(metaPath)) throw err;
+        if (!existsSync(join(dir, 'meta.json'))) throw err;
         await rm(tmp, { recursive: true, force: true });
       });
-      return { session: await Session.open(model, config, externalData), cache: 'miss' };
+      return externalData;
     } catch (err) {
       await rm(tmp, { recursive: true, force: true });
       throw err;

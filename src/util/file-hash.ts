@@ -32,9 +32,13 @@ export async function cachedSha256File(path: string, cacheDir: string | null): P
   // Re-read before writing: another process may have added entries meanwhile.
   const latest = await read();
   latest[key] = { size, mtimeMs, sha256 };
-  await mkdir(dirname(table), { recursive: true });
   const tmp = `${table}.tmp-${process.pid}`;
-  await writeFile(tmp, JSON.stringify(latest));
-  await rename(tmp, table);
+  try {
+    await mkdir(dirname(table), { recursive: true });
+    await writeFile(tmp, JSON.stringify(latest));
+    await rename(tmp, table);
+  } catch {
+    // An unwritable cache only means hashing again next time.
+  }
   return sha256;
 }

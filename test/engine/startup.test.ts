@@ -72,6 +72,19 @@ describe('compiled-model cache, damaged', () => {
   });
 });
 
+describe('compiled-model cache, unwritable', () => {
+  it('a cache folder that cannot be created costs the speed of the next start, not this one', async () => {
+    const pkg = await tinyDitPackage(3, 'unwritable');
+    const blocker = join(await mkdtemp(join(tmpdir(), 'blocked-')), 'a-file');
+    await writeFile(blocker, '');
+    const cacheDir = join(blocker, 'cache'); // below a file: mkdir fails (even as root)
+    const r = await (await Engine.open(pkg.dir, { threads: 1, cacheDir })).generate({ classLabel: 2, seed: 1, steps: 2 });
+    expect(r.report.compiledCache).toBe('off');
+    const plain = await (await Engine.open(pkg.dir, { threads: 1, cacheDir: null })).generate({ classLabel: 2, seed: 1, steps: 2 });
+    expect(Array.from(r.images[0]!.data as Float32Array)).toEqual(Array.from(plain.images[0]!.data as Float32Array));
+  });
+});
+
 describe('file hashes remembered by path, size and mtime', () => {
   it('reuses a hash while size and mtime match and hashes again when the file changes', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'hashes-'));
