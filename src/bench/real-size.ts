@@ -59,6 +59,8 @@ export interface PhaseResult {
   wallS: number;
   /** Peak resident memory of the phase's process (GNU time's maximum RSS). */
   peakRssGb: number;
+  /** Process start to the first step (generate's startMs). */
+  startMs?: number;
   openMs?: number;
   sessionsMs?: number;
   compiledCache?: string;
@@ -197,9 +199,9 @@ export async function benchRealSize(o: RealSizeOptions): Promise<{ machine: stri
   const generate = async (phase: string, cache: string) => {
     const out = join(o.dir, `${name}-${phase.replace(/\W+/g, '-')}.png`);
     const r = await cli(['generate', '--model', pkg, ...condition, '--steps', String(o.steps), '--seed', String(o.seed), '--cache', cache, '--json', '--out', out, ...threads], cacheDir);
-    const report = JSON.parse(r.stdout.trim().split('\n').pop()!) as { stepsMs: number[]; openMs: number; sessionsMs: number; compiledCache: string };
+    const report = JSON.parse(r.stdout.trim().split('\n').pop()!) as { stepsMs: number[]; startMs: number; openMs: number; sessionsMs: number; compiledCache: string };
     const result: PhaseResult = {
-      phase, wallS: r.wallS, peakRssGb: r.peakRssGb, openMs: report.openMs, sessionsMs: report.sessionsMs, compiledCache: report.compiledCache,
+      phase, wallS: r.wallS, peakRssGb: r.peakRssGb, startMs: report.startMs, openMs: report.openMs, sessionsMs: report.sessionsMs, compiledCache: report.compiledCache,
       stepMs: median(report.stepsMs.slice(1)), loopMs: report.stepsMs.slice(1).reduce((a, b) => a + b, 0),
     };
     phases.push(result);
