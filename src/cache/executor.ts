@@ -1,7 +1,7 @@
 import type { Denoiser } from '../models/denoiser.js';
 import type { SlotInfo } from '../models/sublayer.js';
 import type { Weights } from '../models/weights.js';
-import { openGraph, type CacheOutcome, type CompiledCache } from '../onnx/compiled-cache.js';
+import { openGraph, type CacheOutcome, type CompiledModel } from '../onnx/compiled-cache.js';
 import type { Session, SessionConfig } from '../onnx/session.js';
 import { tensor, type HostTensor } from '../tensor/tensor.js';
 import { buildCachedStep, buildProbeStep, stepNames } from './step-graph.js';
@@ -11,15 +11,6 @@ export interface StepResult {
   /** Per slot: computed (true) or reused (false). */
   computed: boolean[];
   ms: number;
-}
-
-/**
- * Where the executor's graphs may come from on disk: `key` names the model (weights hashes,
- * config); the executor adds the graph kind, batch and probes.
- */
-export interface CompiledModel {
-  cache: CompiledCache | null;
-  key: Record<string, unknown>;
 }
 
 /** Weights, or a loader called only when a graph must be built (a compiled one needs none). */

@@ -1,9 +1,8 @@
 import { buildT5Encoder, t5ConfigFromHf, type T5Config } from '../models/t5.js';
 import { TextTokenizer } from '../models/tokenizer.js';
 import type { Weights } from '../models/weights.js';
-import type { CompiledModel } from '../cache/executor.js';
 import { GraphBuilder } from '../onnx/builder.js';
-import { openGraph } from '../onnx/compiled-cache.js';
+import { openGraph, type CompiledModel } from '../onnx/compiled-cache.js';
 import type { Session, SessionConfig } from '../onnx/session.js';
 import { tensor, type HostTensor } from '../tensor/tensor.js';
 import { HarmonicaError } from '../util/errors.js';

@@ -1,6 +1,6 @@
 import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
-import { CachedExecutor, parsePolicy, type CachePolicy, type CompiledModel } from '../cache/index.js';
+import { CachedExecutor, parsePolicy, type CachePolicy } from '../cache/index.js';
 import { resolveRouterSpec } from '../cache/router.js';
 import { macSpeedup } from '../cache/macs.js';
 import { staticSchedule, storeMask } from '../cache/policy.js';
@@ -13,7 +13,7 @@ import { buildVaeDecoder, vaeConfigFromDiffusers } from '../models/vae.js';
 import { TextTokenizer } from '../models/tokenizer.js';
 import { Weights } from '../models/weights.js';
 import { GraphBuilder } from '../onnx/builder.js';
-import { CompiledCache, openGraph } from '../onnx/compiled-cache.js';
+import { CompiledCache, openGraph, type CompiledModel } from '../onnx/compiled-cache.js';
 import type { Session, SessionConfig } from '../onnx/session.js';
 import { Rng } from '../tensor/rng.js';
 import { readSafetensorsSync } from '../tensor/safetensors.js';
@@ -335,7 +335,7 @@ export class Engine {
     const t = inputs.t;
     if (!t || t.shape.length !== 1 || t.shape[0] !== rows) throw new HarmonicaError('BAD_INPUT', `forward needs "t" of shape [${rows}]`);
     const feeds: Record<string, HostTensor> = { ...inputs, t: toFloat32(t) };
-    if (inputs.y) feeds.y = tensor('int64', [...inputs.y.shape], Array.from(inputs.y.data as ArrayLike<number | bigint>, Number));
+    if (inputs.y && inputs.y.dtype !== 'int64') feeds.y = tensor('int64', [...inputs.y.shape], Array.from(inputs.y.data as ArrayLike<number | bigint>, Number));
     let tokens: number | undefined;
     if (this.model.conditioning === 'text') {
       const modelTokens = (this.pkg.manifest.config as { maxTokens: number }).maxTokens;
@@ -350,15 +350,16 @@ export class Engine {
   }
 }
 
+/** Any numeric or boolean tensor as float32 (as diffusers casts masks and timesteps). */
 function toFloat32(t: HostTensor): HostTensor {
-  return tensor('float32', [...t.shape], Array.from(t.data as ArrayLike<number | bigint>, Number));
+  return t.dtype === 'float32' ? t : tensor('float32', [...t.shape], Array.from(t.data as ArrayLike<number | bigint>, Number));
 }
 
 /**
  * `encoder_hidden_states` [B, L, C] and its mask [B, L] (any numeric or boolean type, 1 = real
  * token; all ones when absent) as float32, padded with masked zero tokens to `minTokens`.
  */
-export function captionFeeds(states: HostTensor | undefined, mask: HostTensor | undefined, rows: number, minTokens: number): { encoder_hidden_states: HostTensor; encoder_attention_mask: HostTensor } {
+function captionFeeds(states: HostTensor | undefined, mask: HostTensor | undefined, rows: number, minTokens: number): { encoder_hidden_states: HostTensor; encoder_attention_mask: HostTensor } {
   if (!states || states.shape.length !== 3 || states.shape[0] !== rows) {
     throw new HarmonicaError('BAD_INPUT', `forward needs "encoder_hidden_states" of shape [${rows}, L, C], got ${states ? `[${states.shape}]` : 'none'}`);
   }

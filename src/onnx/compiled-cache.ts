@@ -105,6 +105,15 @@ export class CompiledCache {
   }
 }
 
+/**
+ * Where a component's graphs may come from on disk: `key` names the component (weights
+ * hashes, config); each graph adds its kind and options (batch, probes...).
+ */
+export interface CompiledModel {
+  cache: CompiledCache | null;
+  key: Record<string, unknown>;
+}
+
 /** A session through the cache when there is one, else built in memory. */
 export async function openGraph(cache: CompiledCache | null, key: Record<string, unknown>, build: () => Graph, config: SessionConfig = {}): Promise<{ session: Session; cache: CacheOutcome }> {
   if (cache) return cache.session(key, build, config);
