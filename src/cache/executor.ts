@@ -1,7 +1,8 @@
 import type { Denoiser } from '../models/denoiser.js';
 import type { SlotInfo } from '../models/sublayer.js';
 import type { Weights } from '../models/weights.js';
-import { Session, type SessionConfig } from '../onnx/session.js';
+import { openGraph, type CacheOutcome, type CompiledModel } from '../onnx/compiled-cache.js';
+import type { Session, SessionConfig } from '../onnx/session.js';
 import { tensor, type HostTensor } from '../tensor/tensor.js';
 import { buildCachedStep, buildProbeStep, stepNames } from './step-graph.js';
 
@@ -11,6 +12,9 @@ export interface StepResult {
   computed: boolean[];
   ms: number;
 }
+
+/** Weights, or a loader called only when a graph must be built (a compiled one needs none). */
+export type WeightsSource = Weights | (() => Weights);
 
 const TRUE = tensor('bool', [1], [1]);
 const FALSE = tensor('bool', [1], [0]);
@@ -29,17 +33,26 @@ export class CachedExecutor {
     private readonly session: Session,
     readonly model: Denoiser,
     readonly batch: number,
-    private readonly weights: Weights,
+    private readonly weights: () => Weights,
     private readonly config: SessionConfig,
+    private readonly compiled: CompiledModel,
+    /** Whether the step graph came from the compiled-model cache. */
+    readonly cacheOutcome: CacheOutcome,
   ) {}
 
-  static async create(model: Denoiser, weights: Weights, batch: number, config: SessionConfig = {}): Promise<CachedExecutor> {
-    const graph = buildCachedStep(model, weights, batch).graph;
-    const executor = new CachedExecutor(await Session.create(graph, config), model, batch, weights, config);
-    for (const input of graph.inputs) {
+  static async create(model: Denoiser, weights: WeightsSource, batch: number, config: SessionConfig = {}, compiled: CompiledModel = { cache: null, key: {} }): Promise<CachedExecutor> {
+    const load = typeof weights === 'function' ? weights : () => weights;
+    const { session, cache } = await openGraph(compiled.cache, { ...compiled.key, graph: 'cached_step', batch }, () => buildCachedStep(model, load(), batch).graph, config);
+    const executor = new CachedExecutor(session, model, batch, load, config, compiled, cache);
+    for (const input of session.inputs) {
       if (input.name.startsWith('cache/')) executor.empty.set(input.name, tensor(input.dtype, input.shape));
     }
     return executor;
+  }
+
+  /** Where the step runs: `cpu` also when CUDA was asked for and fell back. */
+  get device(): Session['device'] {
+    return this.session.device;
   }
 
   get slots(): readonly SlotInfo[] {
@@ -89,7 +102,10 @@ export class CachedExecutor {
   async probe(inputs: Record<string, HostTensor>, names: readonly string[]): Promise<Record<string, HostTensor>> {
     const key = names.join(',');
     let s = this.probeSessions.get(key);
-    if (!s) this.probeSessions.set(key, (s = Session.create(buildProbeStep(this.model, this.weights, this.batch, names).graph, this.config)));
+    if (!s) {
+      const build = () => buildProbeStep(this.model, this.weights(), this.batch, names).graph;
+      this.probeSessions.set(key, (s = openGraph(this.compiled.cache, { ...this.compiled.key, graph: 'probe', batch: this.batch, probes: names }, build, this.config).then((o) => o.session)));
+    }
     const session = await s;
     const feeds = Object.fromEntries(session.inputNames.map((n) => [n, inputs[n]!]));
     const out = await session.run(feeds);

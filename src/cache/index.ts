@@ -6,4 +6,4 @@ import './router.js';
 import './teacache.js';
 
 export { parsePolicy, policyNames, type CachePolicy, type PolicyContext } from './policy.js';
-export { CachedExecutor, type StepResult } from './executor.js';
+export { CachedExecutor, type StepResult, type WeightsSource } from './executor.js';

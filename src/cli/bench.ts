@@ -1,9 +1,11 @@
 import type { Command } from 'commander';
 import { benchOptimizer } from '../bench/optimizer.js';
 import { benchOrt } from '../bench/ort.js';
+import { benchRealSize } from '../bench/real-size.js';
 import { benchRuntime } from '../bench/runtime.js';
 import { registerBenchCache } from './bench-cache.js';
 import { registerBenchService } from './bench-service.js';
+import { HarmonicaError } from '../util/errors.js';
 import { int, printReport } from './report.js';
 
 export function registerBench(program: Command): void {
@@ -33,6 +35,25 @@ export function registerBench(program: Command): void {
       if (o.json) return printReport({ ...result }, true);
       printReport({ model: result.model, batch: result.batch, steps: result.steps, plainStepMs: result.plainStepMs, executorOverhead: result.executorOverhead }, false);
       console.table(result.rows);
+    });
+  bench
+    .command('real-size')
+    .description('a real-size model with random weights in the real layout: convert, then generate cold, from the compiled cache and with fora:2 (peak RSS and times per phase; heavy: GBs of disk and RAM, minutes)')
+    .requiredOption('--dir <dir>', 'working folder (checkpoints, packages, cache; kept for reruns)')
+    .option('--model <name>', 'dit-xl-2-256 | pixart-xl-2-512', 'dit-xl-2-256')
+    .option('--layout <layout>', 'DiT: diffusers (Hub folder with vae/) | original (state dict, converted with --vae)', 'diffusers')
+    .option('--t5-layers <n>', 'PixArt: layers of the T5-XXL-wide encoder (24 = the real one, ~19 GB fp32)', int, 24)
+    .option('--steps <n>', 'denoising steps per generate', int, 6)
+    .option('--seed <n>', 'seed of the random weights and of sampling', int, 0)
+    .option('--threads <n>', 'ORT intra-op threads', int)
+    .option('--json', 'print one JSON object')
+    .action(async (o: { dir: string; model: string; layout: string; t5Layers: number; steps: number; seed: number; threads?: number; json?: boolean }) => {
+      if (o.model !== 'dit-xl-2-256' && o.model !== 'pixart-xl-2-512') throw new HarmonicaError('BAD_INPUT', `--model must be dit-xl-2-256 or pixart-xl-2-512, got "${o.model}"`);
+      if (o.layout !== 'diffusers' && o.layout !== 'original') throw new HarmonicaError('BAD_INPUT', `--layout must be diffusers or original, got "${o.layout}"`);
+      const result = await benchRealSize({ dir: o.dir, model: o.model, layout: o.layout, t5Layers: o.t5Layers, steps: o.steps, seed: o.seed, threads: o.threads });
+      if (o.json) return printReport({ ...result }, true);
+      printReport({ machine: result.machine, model: result.model, steps: result.steps, fora2Speedup: result.fora2Speedup.toFixed(2) }, false);
+      console.table(result.phases.map((p) => Object.fromEntries(Object.entries(p).map(([k, v]) => [k, typeof v === 'number' ? Number(v.toFixed(k === 'peakRssGb' ? 2 : 1)) : v]))));
     });
   registerBenchCache(bench);
   registerBenchService(bench);

@@ -10,7 +10,7 @@ export function registerForward(program: Command): void {
     .command('forward')
     .description('run one model evaluation: x [B,C,H,W], t [B], y [B] (or caption embeddings) -> out [B,C_out,H,W]')
     .requiredOption('--model <package>', 'bundled model name or package directory')
-    .requiredOption('--inputs <file>', 'safetensors with x, t and y (or encoder_hidden_states, encoder_attention_mask)')
+    .requiredOption('--inputs <file>', 'safetensors with x, t and y (or encoder_hidden_states [B,L,C] of any length L, encoder_attention_mask [B,L] of any int, bool or float type)')
     .requiredOption('--out <file>', 'safetensors to write, with tensor "out"')
     .action(async (o: { model: string; inputs: string; out: string }) => {
       const engine = await Engine.open(o.model);

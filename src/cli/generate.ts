@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { writeFile } from 'node:fs/promises';
 import { extname } from 'node:path';
-import { Engine } from '../engine/engine.js';
+import { Engine, type StepEvent } from '../engine/engine.js';
 import { encodeImage } from '../engine/image.js';
 import { Progress } from '../util/progress.js';
 import { int, printReport } from './report.js';
@@ -53,11 +53,17 @@ export function registerGenerate(program: Command): void {
       const engine = await Engine.open(o.model, { threads: o.threads, device: o.device });
       const req = engine.resolve({ classLabel: o.class, prompt: o.prompt, negativePrompt: o.negative, steps: o.steps, sampler: o.sampler, cfg: o.cfg, cache: o.cache, seed: o.seed, n: o.n });
       const progress = new Progress(`generate ${engine.id}`, req.steps, 'steps');
-      const { images, report } = await engine.generate(req, { onStep: (e) => progress.tick(1, { ms: e.ms, reused: e.reused }) });
+      // From the process's start to the first step's start: Node, the package, the sessions.
+      let startMs = 0;
+      const onStep = (e: StepEvent) => {
+        if (e.step === 1) startMs = performance.now() - e.ms;
+        progress.tick(1, { ms: e.ms, reused: e.reused });
+      };
+      const { images, report } = await engine.generate(req, { onStep });
       const t0 = performance.now();
       const paths = imagePaths(o.out, images.length);
       await Promise.all(images.map(async (img, i) => writeFile(paths[i]!, await encodeImage(img))));
       const { decisions: _decisions, ...summary } = report;
-      printReport({ ...summary, encodeMs: performance.now() - t0, images: paths }, !!o.json);
+      printReport({ ...summary, startMs, encodeMs: performance.now() - t0, images: paths }, !!o.json);
     });
 }

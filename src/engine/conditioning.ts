@@ -2,7 +2,8 @@ import { buildT5Encoder, t5ConfigFromHf, type T5Config } from '../models/t5.js';
 import { TextTokenizer } from '../models/tokenizer.js';
 import type { Weights } from '../models/weights.js';
 import { GraphBuilder } from '../onnx/builder.js';
-import { Session, type SessionConfig } from '../onnx/session.js';
+import { openGraph, type CompiledModel } from '../onnx/compiled-cache.js';
+import type { Session, SessionConfig } from '../onnx/session.js';
 import { tensor, type HostTensor } from '../tensor/tensor.js';
 import { HarmonicaError } from '../util/errors.js';
 
@@ -28,6 +29,8 @@ export interface Conditions {
  */
 export interface Conditioning {
   validate(req: ConditionRequest): void;
+  /** Opens what `build` needs for `rows` rows (e.g. the text encoder's session) ahead of it. */
+  prepare?(rows: number): Promise<void>;
   build(req: ConditionRequest, rows: number): Promise<Conditions>;
 }
 
@@ -56,7 +59,8 @@ export class ClassConditioning implements Conditioning {
 export interface TextEncoderFiles {
   /** transformers config.json of the T5 encoder. */
   config: unknown;
-  weights: Weights;
+  /** Read only when the encoder graph must be built (not when it comes from the compiled-model cache). */
+  loadWeights: () => Weights;
   tokenizer: TextTokenizer;
   maxLength: number;
 }
@@ -75,6 +79,7 @@ export class TextConditioning implements Conditioning {
     private readonly session: SessionConfig,
     /** Pixel size [H, W] for models with resolution micro-conditions; null otherwise. */
     private readonly microConditions: [number, number] | null,
+    private readonly compiled: CompiledModel = { cache: null, key: {} },
   ) {
     this.config = t5ConfigFromHf(files.config, files.maxLength);
   }
@@ -90,14 +95,22 @@ export class TextConditioning implements Conditioning {
   private encoder(rows: number): Promise<Session> {
     let s = this.sessions.get(rows);
     if (!s) {
-      const b = new GraphBuilder('t5_encoder');
       const L = this.files.maxLength;
-      const ids = b.input('input_ids', 'int64', [rows, L]);
-      const mask = b.input('attention_mask', 'int64', [rows, L]);
-      b.output(buildT5Encoder(b, this.files.weights, this.config, ids, mask), 'hidden');
-      this.sessions.set(rows, (s = Session.create(b.graph, this.session)));
+      const build = () => {
+        const b = new GraphBuilder('t5_encoder');
+        const ids = b.input('input_ids', 'int64', [rows, L]);
+        const mask = b.input('attention_mask', 'int64', [rows, L]);
+        b.output(buildT5Encoder(b, this.files.loadWeights(), this.config, ids, mask), 'hidden');
+        return b.graph;
+      };
+      const key = { ...this.compiled.key, graph: 't5_encoder', rows, maxLength: L };
+      this.sessions.set(rows, (s = openGraph(this.compiled.cache, key, build, this.session).then((o) => o.session)));
     }
     return s;
+  }
+
+  async prepare(rows: number): Promise<void> {
+    await this.encoder(rows);
   }
 
   async build(req: ConditionRequest, rows: number): Promise<Conditions> {

@@ -13,10 +13,12 @@ import { buildVaeDecoder, vaeConfigFromDiffusers } from '../models/vae.js';
 import { TextTokenizer } from '../models/tokenizer.js';
 import { Weights } from '../models/weights.js';
 import { GraphBuilder } from '../onnx/builder.js';
-import { Session, type SessionConfig } from '../onnx/session.js';
+import { CompiledCache, openGraph, type CompiledModel } from '../onnx/compiled-cache.js';
+import type { Session, SessionConfig } from '../onnx/session.js';
 import { Rng } from '../tensor/rng.js';
-import { readSafetensors } from '../tensor/safetensors.js';
+import { readSafetensorsSync } from '../tensor/safetensors.js';
 import { tensor, type HostTensor } from '../tensor/tensor.js';
+import { defaultCacheDir } from '../util/cache-dir.js';
 import { HarmonicaError } from '../util/errors.js';
 import { ClassConditioning, TextConditioning, type Conditioning } from './conditioning.js';
 import { openModelPackage, WEIGHTS_FILE, type ModelPackage } from './package.js';
@@ -73,6 +75,14 @@ export interface GenerateReport {
   /** Per step, which slots computed (for heat maps). */
   decisions: boolean[][];
   machine: string;
+  /** Engine.open: reading the manifest and checking file hashes. */
+  openMs: number;
+  /** Time this request waited for sessions to be built or loaded (0 once they are warm). */
+  sessionsMs: number;
+  /** Whether the step graph came from the compiled-model cache ('off': no cache directory). */
+  compiledCache: 'hit' | 'miss' | 'off';
+  /** Peak resident memory of the process so far (mapped weight files included). */
+  peakRssMb: number;
   /** e.g. promptTokens and promptTruncated for text models. */
   notes: Record<string, unknown>;
 }
@@ -88,31 +98,50 @@ export interface GenerateOptions {
   signal?: AbortSignal;
 }
 
-/** Loads a model package once, keeps its sessions warm and runs generation requests. */
+export interface EngineOptions extends SessionConfig {
+  /** Compiled models and file hashes (default: defaultCacheDir(); null keeps nothing on disk). */
+  cacheDir?: string | null;
+}
+
+/** Image encoders write 1 (gray) or 3 (RGB) channels; anything else is a latent for a VAE. */
+const IMAGE_CHANNELS = [1, 3];
+
+/**
+ * Loads a model package once, keeps its sessions warm and runs generation requests. Weights
+ * are read only to build a graph: a graph found in the compiled-model cache needs none, and
+ * ORT maps its weights from the cached file.
+ */
 export class Engine {
-  private readonly executors = new Map<number, Promise<CachedExecutor>>();
+  private readonly executors = new Map<string, Promise<CachedExecutor>>();
   private readonly decoders = new Map<number, Promise<Session>>();
   private busy: Promise<unknown> = Promise.resolve();
+  private pinned: Weights | null = null;
+  /** `cpu` once a session fell back from CUDA. */
+  private device: 'cpu' | 'cuda';
 
   private constructor(
     readonly pkg: ModelPackage,
     readonly model: Denoiser,
-    readonly weights: Weights,
-    private readonly vae: { weights: Weights; config: ReturnType<typeof vaeConfigFromDiffusers> } | null,
+    private readonly vae: { load: () => Weights; config: ReturnType<typeof vaeConfigFromDiffusers>; key: Record<string, unknown> } | null,
     readonly conditioning: Conditioning,
     private readonly session: SessionConfig,
-  ) {}
+    private readonly compiled: CompiledModel,
+    /** Engine.open's own time: manifest, hashes, tokenizer. */
+    readonly openMs: number,
+  ) {
+    this.device = session.device ?? 'cpu';
+  }
 
-  static async open(nameOrDir: string, session: SessionConfig = {}): Promise<Engine> {
-    const pkg = await openModelPackage(nameOrDir);
+  static async open(nameOrDir: string, options: EngineOptions = {}): Promise<Engine> {
+    const t0 = performance.now();
+    const { cacheDir = defaultCacheDir(), ...session } = options;
+    const pkg = await openModelPackage(nameOrDir, cacheDir);
     const m = pkg.manifest;
     const config: SessionConfig = { threads: availableParallelism(), ...session };
+    const cache = cacheDir ? new CompiledCache(cacheDir) : null;
     const model = createDenoiser(m.family, m.config);
-    const raw = await readSafetensors(join(pkg.dir, WEIGHTS_FILE));
-    const canonical = m.family === 'dit' && (m.layout === 'original' || isOriginalDitLayout(raw.keys())) ? originalDitToDiffusers(raw, m.config as unknown as DitConfig) : raw;
-    const weights = new Weights(canonical, `${m.id}/${WEIGHTS_FILE}`);
-    const load = async (file: string) => new Weights(await readSafetensors(join(pkg.dir, file)), `${m.id}/${file}`);
-    const vae = m.vae ? { weights: await load(m.vae.weights), config: vaeConfigFromDiffusers(m.vae.config) } : null;
+    const load = (file: string) => () => new Weights(readSafetensorsSync(join(pkg.dir, file)), `${m.id}/${file}`);
+    const vae = m.vae ? { load: load(m.vae.weights), config: vaeConfigFromDiffusers(m.vae.config), key: { vae: m.files[m.vae.weights], config: m.vae.config } } : null;
     let conditioning: Conditioning;
     if (model.conditioning === 'text') {
       const te = m.textEncoder;
@@ -121,35 +150,67 @@ export class Engine {
       const [, h, w] = model.latentShape;
       const scale = vae ? 8 : 1;
       const micro = (m.config as { useAdditionalConditions?: boolean }).useAdditionalConditions ? [h * scale, w * scale] as [number, number] : null;
-      conditioning = new TextConditioning(m.id, { config: te.config, weights: await load(te.weights), tokenizer, maxLength: te.maxLength }, config, micro);
+      const encoder = { cache, key: { t5: m.files[te.weights], config: te.config, maxLength: te.maxLength } };
+      conditioning = new TextConditioning(m.id, { config: te.config, loadWeights: load(te.weights), tokenizer, maxLength: te.maxLength }, config, micro, encoder);
     } else {
       conditioning = new ClassConditioning(m.id, (m.config as { numClasses: number }).numClasses);
     }
-    return new Engine(pkg, model, weights, vae, conditioning, config);
+    const compiled = { cache, key: { weights: pkg.sha256, family: m.family, layout: m.layout, config: m.config } };
+    return new Engine(pkg, model, vae, conditioning, config, compiled, performance.now() - t0);
   }
 
   get id(): string {
     return this.pkg.manifest.id;
   }
 
-  /** Where this engine runs, for reports. */
-  get machine(): string {
-    return `${cpus().length} x ${cpus()[0]?.model ?? 'CPU'}, ${this.session.device ?? 'cpu'}`;
+  /**
+   * The denoiser's weights (canonical diffusers keys), read from the package on first access
+   * and kept (training builds several graphs from them).
+   */
+  get weights(): Weights {
+    return (this.pinned ??= this.readWeights());
   }
 
-  private executor(batch: number): Promise<CachedExecutor> {
-    let e = this.executors.get(batch);
-    if (!e) this.executors.set(batch, (e = CachedExecutor.create(this.model, this.weights, batch, this.session)));
+  /** A fresh read, dropped once the graph is built, unless someone holds `weights`. */
+  private readWeights(): Weights {
+    if (this.pinned) return this.pinned;
+    const m = this.pkg.manifest;
+    const raw = readSafetensorsSync(join(this.pkg.dir, WEIGHTS_FILE));
+    const canonical = m.family === 'dit' && (m.layout === 'original' || isOriginalDitLayout(raw.keys())) ? originalDitToDiffusers(raw, m.config as unknown as DitConfig) : raw;
+    return new Weights(canonical, `${m.id}/${WEIGHTS_FILE}`);
+  }
+
+  /** Where this engine runs, for reports: `cpu` when CUDA was asked for and fell back. */
+  get machine(): string {
+    return `${cpus().length} x ${cpus()[0]?.model ?? 'CPU'}, ${this.device}`;
+  }
+
+  /** The step executor for `batch` rows; `tokens`: a caption length other than the model's (forward). */
+  private executor(batch: number, tokens?: number): Promise<CachedExecutor> {
+    const m = this.pkg.manifest;
+    const other = tokens !== undefined && tokens !== (m.config as { maxTokens?: number }).maxTokens;
+    const key = other ? `${batch}x${tokens}` : String(batch);
+    let e = this.executors.get(key);
+    if (!e) {
+      const config = other ? { ...m.config, maxTokens: tokens } : m.config;
+      const model = other ? createDenoiser(m.family, config) : this.model;
+      e = CachedExecutor.create(model, () => this.readWeights(), batch, this.session, { ...this.compiled, key: { ...this.compiled.key, config } });
+      this.executors.set(key, e);
+    }
     return e;
   }
 
   private decoder(batch: number): Promise<Session> {
     let d = this.decoders.get(batch);
     if (!d) {
+      const vae = this.vae!;
       const [c, h, w] = this.model.latentShape;
-      const b = new GraphBuilder('vae_decoder');
-      b.output(buildVaeDecoder(b, this.vae!.weights, this.vae!.config, b.input('latents', 'float32', [batch, c, h, w])), 'image');
-      this.decoders.set(batch, (d = Session.create(b.graph, this.session)));
+      const build = () => {
+        const b = new GraphBuilder('vae_decoder');
+        b.output(buildVaeDecoder(b, vae.load(), vae.config, b.input('latents', 'float32', [batch, c, h, w])), 'image');
+        return b.graph;
+      };
+      this.decoders.set(batch, (d = openGraph(this.compiled.cache, { ...vae.key, graph: 'vae_decoder', batch, latent: [c, h, w] }, build, this.session).then((o) => o.session)));
     }
     return d;
   }
@@ -162,6 +223,12 @@ export class Engine {
       steps: req.steps ?? d.steps, sampler: req.sampler ?? d.sampler, cfg: req.cfg ?? d.cfg, seed: req.seed ?? 0, n: req.n ?? 1, cache: resolveRouterSpec(req.cache ?? 'none', this.pkg.dir),
     };
     const bad = (msg: string) => new HarmonicaError('BAD_INPUT', msg);
+    // From the manifest alone: the service validates requests without loading the engine.
+    const m = this.pkg.manifest;
+    const channels = (m.config as { inChannels: number }).inChannels;
+    if (!m.vae && !IMAGE_CHANNELS.includes(channels)) {
+      throw new HarmonicaError('BAD_CONFIG', `${m.id} makes ${channels}-channel latents and its package has no VAE to decode them: convert it again with --vae DIR (a diffusers AutoencoderKL folder)`);
+    }
     this.conditioning.validate(r);
     if (!Number.isInteger(r.steps) || r.steps < 1 || r.steps > LIMITS.maxSteps) throw bad(`steps must be an integer in 1..${LIMITS.maxSteps}, got ${r.steps}`);
     if (!Number.isInteger(r.n) || r.n < 1 || r.n > LIMITS.maxImages) throw bad(`n must be an integer in 1..${LIMITS.maxImages}, got ${r.n}`);
@@ -191,12 +258,19 @@ export class Engine {
     const [c, h, w] = this.model.latentShape;
     const guided = req.cfg > 1;
     const rows = guided ? 2 * req.n : req.n;
+    // Sessions first (built, or loaded from the compiled-model cache), timed apart from
+    // inference; one after the other, so one graph's host weights are freed before the next
+    // is built.
+    const t0 = performance.now();
+    await this.conditioning.prepare?.(rows);
+    const executor = await this.executor(rows);
+    if (this.vae) await this.decoder(req.n);
+    const sessionsMs = performance.now() - t0;
+    if (executor.device === 'cpu') this.device = 'cpu';
     const conditions = await this.conditioning.build(req, rows);
     const rng = new Rng(req.seed);
     let x = initialNoise(req.n * c * h * w, rng.fork('noise'));
     const stepRng = rng.fork('sampler');
-
-    const executor = await this.executor(rows);
     executor.reset();
     const start = performance.now();
     const stepsMs: number[] = [];
@@ -232,6 +306,7 @@ export class Engine {
         model: this.id, modelSha256: this.pkg.sha256, policy: policy.spec, sampler: req.sampler, steps: req.steps, cfg: req.cfg,
         seed: req.seed, n: req.n, stepsMs, totalMs, computedSlots, reusedSlots, cur: reusedSlots / (decisions.length * slots.length),
         macSpeedup: macSpeedup(this.model, decisions), decisions, machine: this.machine,
+        openMs: this.openMs, sessionsMs, compiledCache: executor.cacheOutcome, peakRssMb: Math.round(process.resourceUsage().maxRSS / 1024),
         notes: conditions.notes,
       },
     };
@@ -247,21 +322,59 @@ export class Engine {
     return Array.from({ length: n }, (_, i) => tensor('float32', [pc, ph, pw], data.slice(i * size, (i + 1) * size)));
   }
 
-  /** One model evaluation on given tensors (the `forward` command): the raw output. */
+  /**
+   * One model evaluation on given tensors (the `forward` command): the raw output. Captions
+   * may have any length and an integer, boolean or float mask, as diffusers takes them: a
+   * shorter caption is padded with masked tokens to the model's length, a longer one runs
+   * on a graph built for its length.
+   */
   async forward(inputs: Record<string, HostTensor>): Promise<HostTensor> {
     const xIn = inputs.x;
     if (!xIn) throw new HarmonicaError('BAD_INPUT', 'forward needs an input tensor "x" [B, C, H, W]');
     const rows = xIn.shape[0]!;
-    const executor = await this.executor(rows);
-    executor.reset();
     const t = inputs.t;
     if (!t || t.shape.length !== 1 || t.shape[0] !== rows) throw new HarmonicaError('BAD_INPUT', `forward needs "t" of shape [${rows}]`);
-    const feeds: Record<string, HostTensor> = { ...inputs, t: tensor('float32', [rows], Array.from(t.data as ArrayLike<number | bigint>, Number)) };
-    if (this.model.conditioning === 'text' && !feeds.encoder_attention_mask && feeds.encoder_hidden_states) {
-      const [, length] = feeds.encoder_hidden_states.shape as [number, number];
-      feeds.encoder_attention_mask = tensor('float32', [rows, length], new Array<number>(rows * length).fill(1));
+    const feeds: Record<string, HostTensor> = { ...inputs, t: toFloat32(t) };
+    if (inputs.y && inputs.y.dtype !== 'int64') feeds.y = tensor('int64', [...inputs.y.shape], Array.from(inputs.y.data as ArrayLike<number | bigint>, Number));
+    let tokens: number | undefined;
+    if (this.model.conditioning === 'text') {
+      const modelTokens = (this.pkg.manifest.config as { maxTokens: number }).maxTokens;
+      const caption = captionFeeds(inputs.encoder_hidden_states, inputs.encoder_attention_mask, rows, modelTokens);
+      Object.assign(feeds, caption);
+      tokens = caption.encoder_attention_mask.shape[1]!;
     }
+    const executor = await this.executor(rows, tokens);
+    executor.reset();
     const { out } = await executor.step(feeds, this.model.slots.map(() => true), false);
     return out;
   }
+}
+
+/** Any numeric or boolean tensor as float32 (as diffusers casts masks and timesteps). */
+function toFloat32(t: HostTensor): HostTensor {
+  return t.dtype === 'float32' ? t : tensor('float32', [...t.shape], Array.from(t.data as ArrayLike<number | bigint>, Number));
+}
+
+/**
+ * `encoder_hidden_states` [B, L, C] and its mask [B, L] (any numeric or boolean type, 1 = real
+ * token; all ones when absent) as float32, padded with masked zero tokens to `minTokens`.
+ */
+function captionFeeds(states: HostTensor | undefined, mask: HostTensor | undefined, rows: number, minTokens: number): { encoder_hidden_states: HostTensor; encoder_attention_mask: HostTensor } {
+  if (!states || states.shape.length !== 3 || states.shape[0] !== rows) {
+    throw new HarmonicaError('BAD_INPUT', `forward needs "encoder_hidden_states" of shape [${rows}, L, C], got ${states ? `[${states.shape}]` : 'none'}`);
+  }
+  const [, length, channels] = states.shape as [number, number, number];
+  if (mask && (mask.shape.length !== 2 || mask.shape[0] !== rows || mask.shape[1] !== length)) {
+    throw new HarmonicaError('BAD_INPUT', `"encoder_attention_mask" must be [${rows}, ${length}] like the caption, got [${mask.shape}]`);
+  }
+  const tokens = Math.max(length, minTokens);
+  const src = toFloat32(states).data as Float32Array;
+  const m = mask ? (toFloat32(mask).data as Float32Array) : new Float32Array(rows * length).fill(1);
+  const outStates = new Float32Array(rows * tokens * channels);
+  const outMask = new Float32Array(rows * tokens);
+  for (let r = 0; r < rows; r++) {
+    outStates.set(src.subarray(r * length * channels, (r + 1) * length * channels), r * tokens * channels);
+    outMask.set(m.subarray(r * length, (r + 1) * length), r * tokens);
+  }
+  return { encoder_hidden_states: tensor('float32', [rows, tokens, channels], outStates), encoder_attention_mask: tensor('float32', [rows, tokens], outMask) };
 }

@@ -1,11 +1,14 @@
-import { createHash } from 'node:crypto';
-import { createReadStream, existsSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { writeSafetensors } from '../tensor/safetensors.js';
+import { writeSafetensors, type TensorSource } from '../tensor/safetensors.js';
 import type { HostTensor } from '../tensor/tensor.js';
+import { defaultCacheDir } from '../util/cache-dir.js';
 import { HarmonicaError } from '../util/errors.js';
+import { cachedSha256File } from '../util/file-hash.js';
+
+export { sha256File } from '../util/file-hash.js';
 
 export const MODEL_FORMAT = 'harmonica-model/1';
 
@@ -41,12 +44,6 @@ export interface ModelPackage {
 
 export const WEIGHTS_FILE = 'weights.safetensors';
 
-export async function sha256File(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
-}
-
 /** Resolves `--model`: a package directory, or the name of a bundled package. */
 export function resolveModelDir(nameOrDir: string): string {
   if (existsSync(join(nameOrDir, 'manifest.json'))) return resolve(nameOrDir);
@@ -55,8 +52,11 @@ export function resolveModelDir(nameOrDir: string): string {
   throw new HarmonicaError('UNKNOWN_MODEL', `unknown model "${nameOrDir}": not a package directory (with manifest.json) nor a bundled model`);
 }
 
-/** Opens a package and checks the manifest and every file's sha256. */
-export async function openModelPackage(nameOrDir: string): Promise<ModelPackage> {
+/**
+ * Opens a package and checks the manifest and every file's sha256 (hashes remembered in
+ * `cacheDir` by path, size and mtime; null hashes every file).
+ */
+export async function openModelPackage(nameOrDir: string, cacheDir: string | null = defaultCacheDir()): Promise<ModelPackage> {
   const dir = resolveModelDir(nameOrDir);
   let manifest: ModelManifest;
   try {
@@ -67,7 +67,7 @@ export async function openModelPackage(nameOrDir: string): Promise<ModelPackage>
   if (manifest.format !== MODEL_FORMAT) throw new HarmonicaError('BAD_CONFIG', `${dir}/manifest.json: format must be "${MODEL_FORMAT}"`);
   if (!manifest.files?.[WEIGHTS_FILE]) throw new HarmonicaError('BAD_CONFIG', `${dir}/manifest.json: files must list ${WEIGHTS_FILE} with its sha256`);
   for (const [file, expected] of Object.entries(manifest.files)) {
-    const actual = await sha256File(join(dir, file)).catch(() => 'missing');
+    const actual = await cachedSha256File(join(dir, file), cacheDir).catch(() => 'missing');
     if (actual !== expected) throw new HarmonicaError('BAD_CONFIG', `${dir}/${file}: sha256 ${actual.slice(0, 12)} does not match the manifest (${expected.slice(0, 12)})`);
   }
   return { dir, manifest, sha256: manifest.files[WEIGHTS_FILE]! };
@@ -75,13 +75,14 @@ export async function openModelPackage(nameOrDir: string): Promise<ModelPackage>
 
 /**
  * Writes a package: the weights as safetensors, extra files (more safetensors, or JSON such as
- * tokenizer.json), then the manifest with every file's sha256.
+ * tokenizer.json), then the manifest with every file's sha256 (remembered in the cache, so the
+ * first open does not hash the files again).
  */
 export async function writeModelPackage(
   dir: string,
   manifest: Omit<ModelManifest, 'format' | 'files'>,
-  weights: Map<string, HostTensor>,
-  extraFiles: Record<string, Map<string, HostTensor> | object> = {},
+  weights: Map<string, HostTensor | TensorSource>,
+  extraFiles: Record<string, Map<string, HostTensor | TensorSource> | object> = {},
 ): Promise<ModelPackage> {
   await mkdir(dir, { recursive: true });
   const files: Record<string, string> = {};
@@ -89,7 +90,7 @@ export async function writeModelPackage(
     const path = join(dir, name);
     if (content instanceof Map) await writeSafetensors(path, content, { format: 'pt', model: manifest.id });
     else await writeFile(path, JSON.stringify(content));
-    files[name] = await sha256File(path);
+    files[name] = await cachedSha256File(path, defaultCacheDir());
   }
   const full: ModelManifest = { format: MODEL_FORMAT, ...manifest, files };
   await writeFile(join(dir, 'manifest.json'), `${JSON.stringify(full, null, 2)}\n`);

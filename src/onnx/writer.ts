@@ -87,9 +87,14 @@ function modelProto(graph: Graph, externalize?: Externalize): protobuf.onnx.Mode
   });
 }
 
+/**
+ * Bytes of the initializers the outputs reach, i.e. what the writer writes: weights a builder
+ * left unread (e.g. a full adaLN table beside its sliced copies) do not count.
+ */
 export function initializerBytes(graph: Graph): number {
+  const { values } = live(graph);
   let total = 0;
-  for (const t of graph.initializers.values()) total += bytesOf(t).byteLength;
+  for (const [v, t] of graph.initializers) if (values.has(v)) total += bytesOf(t).byteLength;
   return total;
 }
 

@@ -6,6 +6,7 @@
  * offsets relative to the start of the data buffer. Byte order is little-endian like every host Node runs on,
  * so typed arrays are read and written as-is.
  */
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { allocate, DTYPES, viewBytes, type DType } from './dtype.js';
 import { bytesOf, numel, type HostTensor } from './tensor.js';
@@ -244,35 +245,63 @@ export function parseSafetensors(bytes: Uint8Array, file = '<buffer>'): { metada
 
 export type TensorMap = Record<string, HostTensor> | Map<string, HostTensor>;
 
+/**
+ * A tensor to write that is read only when its turn comes: copying checkpoints of many GB
+ * (e.g. T5-XXL shards) between files holds one tensor at a time.
+ */
+export interface TensorSource {
+  dtype: DType;
+  shape: readonly number[];
+  read(): Promise<HostTensor>;
+}
+
+/** The tensors of open files as sources; the caller closes the files after writing. */
+export function tensorSources(files: readonly SafetensorsFile[]): Map<string, TensorSource> {
+  const out = new Map<string, TensorSource>();
+  for (const f of files) for (const name of f.names()) out.set(name, { ...f.info(name), read: () => f.read(name) });
+  return out;
+}
+
 interface Layout {
   /** 8-byte length prefix plus the space-padded JSON header. */
   head: Uint8Array;
   /** Tensors in data order (sorted by name). */
-  parts: [string, Uint8Array][];
+  parts: [string, HostTensor | TensorSource][];
   dataLength: number;
 }
 
-function layout(tensors: TensorMap, metadata: Record<string, string> | undefined, file: string): Layout {
+function isSource(t: HostTensor | TensorSource): t is TensorSource {
+  return typeof (t as TensorSource).read === 'function';
+}
+
+/** The bytes of a tensor to write, checked against its dtype and shape. */
+function checkedBytes(t: HostTensor, file: string, name: string, expected: { dtype: DType; shape: readonly number[] } = t): Uint8Array {
+  const n = numel(expected.shape);
+  if (t.dtype !== expected.dtype || t.shape.length !== expected.shape.length || t.shape.some((d, i) => d !== expected.shape[i])) {
+    throw new SafetensorsError('BAD_TENSOR', file, `read ${t.dtype}[${t.shape}], expected ${expected.dtype}[${expected.shape}]`, name);
+  }
+  if (t.data.constructor !== allocate(t.dtype, 0).constructor || t.data.length !== n) {
+    throw new SafetensorsError('BAD_TENSOR', file, `data is ${t.data.constructor.name}(${t.data.length}), expected ${n} elements of ${t.dtype}`, name);
+  }
+  return bytesOf(t);
+}
+
+function layout(tensors: TensorMap | Map<string, HostTensor | TensorSource>, metadata: Record<string, string> | undefined, file: string): Layout {
   const list = (tensors instanceof Map ? [...tensors.entries()] : Object.entries(tensors))
     .sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
   // The JSON is assembled by hand so key order is exactly ours (JS objects would hoist integer-like keys).
   const fields: string[] = [];
   if (metadata !== undefined) fields.push(`${JSON.stringify(METADATA_KEY)}:${JSON.stringify(checkMetadata(metadata, file))}`);
-  const parts: [string, Uint8Array][] = [];
   let offset = 0;
   for (const [name, t] of list) {
     if (name === METADATA_KEY) throw new SafetensorsError('BAD_TENSOR', file, `${METADATA_KEY} is reserved`, name);
     const info = DTYPES[t.dtype];
     if (info === undefined) throw new SafetensorsError('UNKNOWN_DTYPE', file, `unknown dtype ${JSON.stringify(t.dtype)}`, name);
     if (!t.shape.every(isIndex)) throw new SafetensorsError('BAD_TENSOR', file, `shape [${t.shape}] is not a list of non-negative integers`, name);
-    const n = numel(t.shape);
-    if (t.data.constructor !== allocate(t.dtype, 0).constructor || t.data.length !== n) {
-      throw new SafetensorsError('BAD_TENSOR', file, `data is ${t.data.constructor.name}(${t.data.length}), expected ${n} elements of ${t.dtype}`, name);
-    }
-    const bytes = bytesOf(t);
-    fields.push(`${JSON.stringify(name)}:${JSON.stringify({ dtype: info.safetensors, shape: t.shape, data_offsets: [offset, offset + bytes.byteLength] })}`);
-    parts.push([name, bytes]);
-    offset += bytes.byteLength;
+    if (!isSource(t)) checkedBytes(t, file, name);
+    const byteLength = numel(t.shape) * info.bytes;
+    fields.push(`${JSON.stringify(name)}:${JSON.stringify({ dtype: info.safetensors, shape: t.shape, data_offsets: [offset, offset + byteLength] })}`);
+    offset += byteLength;
   }
   const json = new TextEncoder().encode(`{${fields.join(',')}}`);
   // Pad with spaces so the data buffer starts 8-byte aligned.
@@ -280,7 +309,7 @@ function layout(tensors: TensorMap, metadata: Record<string, string> | undefined
   const head = new Uint8Array(8 + padded).fill(0x20, 8 + json.byteLength);
   new DataView(head.buffer).setBigUint64(0, BigInt(padded), true);
   head.set(json, 8);
-  return { head, parts, dataLength: offset };
+  return { head, parts: list, dataLength: offset };
 }
 
 export function serializeSafetensors(tensors: TensorMap, metadata?: Record<string, string>): Uint8Array {
@@ -288,7 +317,8 @@ export function serializeSafetensors(tensors: TensorMap, metadata?: Record<strin
   const out = new Uint8Array(head.byteLength + dataLength);
   out.set(head, 0);
   let pos = head.byteLength;
-  for (const [, bytes] of parts) {
+  for (const [, t] of parts) {
+    const bytes = bytesOf(t as HostTensor);
     out.set(bytes, pos);
     pos += bytes.byteLength;
   }
@@ -296,16 +326,17 @@ export function serializeSafetensors(tensors: TensorMap, metadata?: Record<strin
 }
 
 /**
- * Write tensors to `path`, streaming tensor by tensor. Writes a temporary sibling file and renames it into
- * place, so a failed write never leaves a half-written file under `path`.
+ * Write tensors to `path`, streaming tensor by tensor (sources are read one at a time, as
+ * their turn comes). Writes a temporary sibling file and renames it into place, so a failed
+ * write never leaves a half-written file under `path`.
  */
-export async function writeSafetensors(path: string, tensors: TensorMap, metadata?: Record<string, string>): Promise<void> {
+export async function writeSafetensors(path: string, tensors: TensorMap | Map<string, HostTensor | TensorSource>, metadata?: Record<string, string>): Promise<void> {
   const { head, parts } = layout(tensors, metadata, path);
   const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
   const fh = await open(tmp, 'w');
   try {
     await writeExactly(fh, head);
-    for (const [, bytes] of parts) await writeExactly(fh, bytes);
+    for (const [name, t] of parts) await writeExactly(fh, isSource(t) ? checkedBytes(await t.read(), path, name, t) : bytesOf(t));
     await fh.close();
     await rename(tmp, path);
   } catch (e) {
@@ -332,5 +363,37 @@ export async function readSafetensors(path: string): Promise<Map<string, HostTen
     return await file.readAll();
   } finally {
     await file.close();
+  }
+}
+
+/**
+ * Every tensor of a file, read synchronously (for lazily loaded weights behind a synchronous
+ * accessor); one tensor at a time, as the async reader does.
+ */
+export function readSafetensorsSync(path: string): Map<string, HostTensor> {
+  const fd = openSync(path, 'r');
+  try {
+    const readAt = (into: Uint8Array, position: number, tensor?: string) => {
+      for (let done = 0; done < into.byteLength;) {
+        const n = readSync(fd, into, done, into.byteLength - done, position + done);
+        if (n === 0) throw new SafetensorsError('TRUNCATED', path, `unexpected end of file at byte ${position + done} (needed ${into.byteLength - done} more)`, tensor);
+        done += n;
+      }
+    };
+    const size = fstatSync(fd).size;
+    const prefix = new Uint8Array(8);
+    if (size >= 8) readAt(prefix, 0);
+    const n = headerLength(prefix, size, path);
+    const headerBytes = new Uint8Array(n);
+    readAt(headerBytes, 8);
+    const out = new Map<string, HostTensor>();
+    for (const [name, e] of parseHeader(headerBytes, size - 8 - n, path).entries) {
+      const data = allocate(e.dtype, numel(e.shape));
+      readAt(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), 8 + n + e.begin, name);
+      out.set(name, { dtype: e.dtype, shape: [...e.shape], data });
+    }
+    return out;
+  } finally {
+    closeSync(fd);
   }
 }

@@ -32,6 +32,10 @@ describe('harmonica generate', () => {
     expect(report.stepsMs).toHaveLength(4);
     expect(report.totalMs).toBeGreaterThan(0);
     expect(report.macSpeedup).toBeGreaterThan(1.5);
+    // The start: package open, sessions, and from the process's start to the first step.
+    expect(report).toMatchObject({ openMs: expect.any(Number), sessionsMs: expect.any(Number), compiledCache: expect.stringMatching(/^(hit|miss)$/) });
+    expect(report.peakRssMb).toBeGreaterThan(20);
+    expect(report.startMs).toBeGreaterThan(report.sessionsMs as number);
     const meta = await sharp(await readFile(out)).metadata();
     expect(meta).toMatchObject({ format: 'png', width: 8, height: 8 });
   });

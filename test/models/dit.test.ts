@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { referenceOps } from '../helpers/reference.js';
 import { describe, expect, it } from 'vitest';
 import { buildPlainStep } from '../../src/cache/step-graph.js';
-import { originalDitToDiffusers } from '../../src/models/checkpoints/dit.js';
+import { diffusersDitToOriginal, originalDitToDiffusers } from '../../src/models/checkpoints/dit.js';
 import { ditDenoiser } from '../../src/models/denoiser.js';
 import type { DitConfig } from '../../src/models/dit.js';
 import { Weights } from '../../src/models/weights.js';
@@ -122,6 +122,15 @@ describe('DiT', () => {
     const a = await run(TINY_DIT, fromOriginal);
     const b = await run(TINY_DIT, await readSafetensors(join(dir, 'diffusers.safetensors')));
     expect(maxDiff(a.data as Float32Array, b.data as Float32Array)).toBeLessThan(1e-6);
+  });
+
+  it('diffusersDitToOriginal inverts the layout change: the original state dict back, key for key', () => {
+    const back = diffusersDitToOriginal(diffusers, TINY_DIT);
+    expect([...back.keys()].sort()).toEqual([...original.keys()].sort());
+    for (const [name, t] of original) {
+      expect(back.get(name)!.shape, name).toEqual(t.shape);
+      expect(maxDiff(back.get(name)!.data as Float32Array, t.data as Float32Array), name).toBeLessThan(1e-7);
+    }
   });
 
   it("diffusers' timestep frequency shift is a setting and changes the numbers", async () => {

@@ -7,7 +7,11 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { GraphBuilder } from '../../src/onnx/builder.js';
 import { ShapeError } from '../../src/onnx/shapes.js';
 import { Session } from '../../src/onnx/session.js';
-import { saveModel, serializeModel } from '../../src/onnx/writer.js';
+import { initializerBytes, saveModel, serializeModel } from '../../src/onnx/writer.js';
+import { buildPlainStep } from '../../src/cache/step-graph.js';
+import { ditDenoiser } from '../../src/models/denoiser.js';
+import { Weights } from '../../src/models/weights.js';
+import { randomDitCheckpoints, TINY_DIT } from '../helpers/dit-checkpoint.js';
 import { Rng } from '../../src/tensor/rng.js';
 import { tensor } from '../../src/tensor/tensor.js';
 import { randomTensor } from '../../src/models/init.js';
@@ -73,6 +77,31 @@ describe('ONNX writer and sessions', () => {
     const inMemory = await (await Session.create(serializeModel(b.graph), { threads: 1 })).run({ x });
     expect(fromFile.y!.data).toEqual(inMemory.y!.data);
     expect((await saveModel(b.graph, join(dir, 'inline.onnx'))).externalData).toBe(false);
+  });
+
+  it('a graph past externalDataBytes opens through a model file with external data and gives identical outputs', async () => {
+    const graph = () => buildPlainStep(ditDenoiser(TINY_DIT), new Weights(randomDitCheckpoints(TINY_DIT).diffusers), 2).graph;
+    const feeds = { x: randomTensor([2, 4, 8, 8], new Rng(9)), t: tensor('float32', [2], [999, 37]), y: tensor('int64', [2], [3, 10]) };
+    const before = new Set(await readdir(tmpdir()));
+    const external = await Session.create(graph(), { threads: 1, externalDataBytes: 0 });
+    // The temporary model file is gone once the session holds it.
+    expect((await readdir(tmpdir())).filter((f) => f.startsWith('harmonica-model-') && !before.has(f))).toEqual([]);
+    const inMemory = await Session.create(graph(), { threads: 1 });
+    expect([external.weightsMapped, inMemory.weightsMapped]).toEqual([true, false]);
+    const a = (await external.run(feeds)).out!;
+    const b = (await inMemory.run(feeds)).out!;
+    expect(a.shape).toEqual([2, 8, 8, 8]);
+    expect(Buffer.from((a.data as Float32Array).buffer).equals(Buffer.from((b.data as Float32Array).buffer))).toBe(true);
+    expect(external.inputs.map((i) => `${i.name}:${i.dtype}[${i.shape}]`)).toEqual(['x:float32[2,4,8,8]', 't:float32[2]', 'y:int64[2]']);
+  });
+
+  it('counts only the weights the outputs reach toward the size limit', () => {
+    const b = new GraphBuilder('dead');
+    const x = b.input('x', 'float32', [2]);
+    const full = b.initializer('table', tensor('float32', [1000]));
+    const part = b.slice(full, [0], [2], [0]); // a slice of an initializer is an initializer of its own
+    b.output(b.mul(x, part), 'y');
+    expect(initializerBytes(b.graph)).toBe(2 * 4);
   });
 
   it('falls back to CPU with a clear log line when CUDA cannot load', async () => {

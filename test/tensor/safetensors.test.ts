@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { allocate, DTYPES, type DType } from '../../src/tensor/dtype.js';
 import { tensor, type HostTensor } from '../../src/tensor/tensor.js';
 import {
-  parseSafetensors, SafetensorsError, SafetensorsFile, serializeSafetensors, writeSafetensors, type SafetensorsErrorCode,
+  parseSafetensors, readSafetensors, readSafetensorsSync, SafetensorsError, SafetensorsFile, serializeSafetensors, tensorSources, writeSafetensors,
+  type SafetensorsErrorCode, type TensorSource,
 } from '../../src/tensor/safetensors.js';
 
 let dir: string;
@@ -324,5 +325,41 @@ describe('writer validation', () => {
     expect(f.metadata).toEqual({});
     await f.close();
     expect(new TextDecoder().decode((await readFile(path)).subarray(8))).toBe('{}      ');
+  });
+});
+
+describe('streamed copies (tensor sources)', () => {
+  it('reads each source only when its turn comes, one at a time, and writes the same file as from memory', async () => {
+    const tensors = new Map([['a', tensor('float32', [2], [1, 2])], ['b', tensor('int64', [1], [5])], ['c', tensor('float16', [3], [1, 2, 3])]]);
+    const events: string[] = [];
+    let reading = 0;
+    const sources = new Map<string, TensorSource>([...tensors].map(([name, t]) => [name, {
+      dtype: t.dtype, shape: t.shape, read: async () => {
+        reading++;
+        events.push(`read ${name} (${reading} at once)`);
+        await new Promise((r) => setTimeout(r, 5));
+        reading--;
+        return t;
+      },
+    }]));
+    const streamed = join(dir, 'streamed.safetensors');
+    await writeSafetensors(streamed, sources, { k: 'v' });
+    expect(events).toEqual(['read a (1 at once)', 'read b (1 at once)', 'read c (1 at once)']);
+    await writeSafetensors(join(dir, 'direct.safetensors'), tensors, { k: 'v' });
+    expect((await readFile(streamed)).equals(await readFile(join(dir, 'direct.safetensors')))).toBe(true);
+    // Copy between files: sources of open files.
+    const f = await SafetensorsFile.open(streamed);
+    await writeSafetensors(join(dir, 'copy.safetensors'), tensorSources([f]), { k: 'v' });
+    await f.close();
+    expect((await readFile(join(dir, 'copy.safetensors'))).equals(await readFile(streamed))).toBe(true);
+    expect([...readSafetensorsSync(streamed)]).toEqual([...await readSafetensors(streamed)]);
+  });
+
+  it('a source that reads another shape than it declared is BAD_TENSOR, and no file is left', async () => {
+    const path = join(dir, 'liar.safetensors');
+    const e = await rejection(writeSafetensors(path, new Map([['w', { dtype: 'float32', shape: [3], read: async () => tensor('float32', [2], [1, 2]) } satisfies TensorSource]])));
+    expect(e.code).toBe('BAD_TENSOR');
+    expect(e.message).toMatch(/"w".*read float32\[2\], expected float32\[3\]/);
+    expect((await readdir(dir)).filter((n) => n.startsWith('liar'))).toEqual([]);
   });
 });

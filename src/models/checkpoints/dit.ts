@@ -2,6 +2,7 @@ import type { HostTensor } from '../../tensor/tensor.js';
 import { tensor } from '../../tensor/tensor.js';
 import { HarmonicaError } from '../../util/errors.js';
 import type { DitConfig } from '../dit.js';
+import { sincos2d } from '../embeddings.js';
 
 /**
  * Key names of the original facebookresearch DiT state dict, mapped onto the diffusers
@@ -61,6 +62,36 @@ export function originalDitToDiffusers(src: Map<string, HostTensor>, cfg: DitCon
       const d = cfg.hidden;
       if (qkv.shape[0] !== 3 * d) throw new HarmonicaError('WEIGHT_SHAPE', `original DiT checkpoint: "blocks.${i}.attn.qkv.${suffix}" has ${qkv.shape[0]} rows, expected ${3 * d}`);
       ['to_q', 'to_k', 'to_v'].forEach((name, j) => out.set(`${block}.attn1.${name}.${suffix}`, rows(qkv, j * d, (j + 1) * d)));
+    }
+  }
+  return out;
+}
+
+/**
+ * The inverse: a diffusers-layout DiT as the original state dict (fused qkv, one embedder,
+ * the fixed position embedding), e.g. to write random checkpoints in the original layout.
+ */
+export function diffusersDitToOriginal(src: Map<string, HostTensor>, cfg: DitConfig): Map<string, HostTensor> {
+  const out = new Map<string, HostTensor>();
+  const take = (name: string): HostTensor => {
+    const t = src.get(name);
+    if (!t) throw new HarmonicaError('MISSING_WEIGHT', `diffusers DiT checkpoint: missing weight "${name}"`);
+    return t;
+  };
+  const grid = cfg.inputSize / cfg.patchSize;
+  out.set('pos_embed', { ...sincos2d(cfg.hidden, grid, grid), shape: [1, grid * grid, cfg.hidden] });
+  for (const suffix of ['weight', 'bias']) {
+    for (const [from, to] of TOP_RENAMES) out.set(`${from}.${suffix}`, take(`${to}.${suffix}`));
+    for (const [from, to] of EMBEDDER_RENAMES) {
+      if (!(from.startsWith('y_') && suffix === 'bias')) out.set(`${from}.${suffix}`, take(`transformer_blocks.0.${to}.${suffix}`));
+    }
+    for (let i = 0; i < cfg.depth; i++) {
+      const block = `transformer_blocks.${i}`;
+      for (const [from, to] of BLOCK_RENAMES) out.set(`blocks.${i}.${from}.${suffix}`, take(`${block}.${to}.${suffix}`));
+      const [q, k, v] = ['to_q', 'to_k', 'to_v'].map((n) => take(`${block}.attn1.${n}.${suffix}`));
+      const data = new Float32Array(3 * q!.data.length);
+      [q, k, v].forEach((t, j) => data.set(t!.data as Float32Array, j * q!.data.length));
+      out.set(`blocks.${i}.attn.qkv.${suffix}`, tensor('float32', [3 * cfg.hidden, ...q!.shape.slice(1)], data));
     }
   }
   return out;
