@@ -11,6 +11,7 @@ import { createDenoiser, type Denoiser } from '../models/denoiser.js';
 import type { DitConfig } from '../models/dit.js';
 import { buildVaeDecoder, vaeConfigFromDiffusers } from '../models/vae.js';
 import { TextTokenizer } from '../models/tokenizer.js';
+import { parseComponentPrecision, type ComponentPrecision, type Precision } from '../models/precision.js';
 import { Weights } from '../models/weights.js';
 import { GraphBuilder } from '../onnx/builder.js';
 import { Session, type SessionConfig } from '../onnx/session.js';
@@ -73,6 +74,8 @@ export interface GenerateReport {
   /** Per step, which slots computed (for heat maps). */
   decisions: boolean[][];
   machine: string;
+  /** How each component's matrix weights ran (precision.ts). */
+  precision: ComponentPrecision;
   /** e.g. promptTokens and promptTruncated for text models. */
   notes: Record<string, unknown>;
 }
@@ -81,6 +84,11 @@ export interface GenerateResult {
   /** [C, H, W] in [-1, 1] each. */
   images: HostTensor[];
   report: GenerateReport;
+}
+
+export interface EngineOptions {
+  /** Per component; default fp32 everywhere. */
+  precision?: ComponentPrecision;
 }
 
 export interface GenerateOptions {
@@ -101,17 +109,25 @@ export class Engine {
     private readonly vae: { weights: Weights; config: ReturnType<typeof vaeConfigFromDiffusers> } | null,
     readonly conditioning: Conditioning,
     private readonly session: SessionConfig,
+    readonly precision: ComponentPrecision,
   ) {}
 
-  static async open(nameOrDir: string, session: SessionConfig = {}): Promise<Engine> {
+  static async open(nameOrDir: string, session: SessionConfig = {}, options: EngineOptions = {}): Promise<Engine> {
+    const precision = parseComponentPrecision(options.precision);
     const pkg = await openModelPackage(nameOrDir);
     const m = pkg.manifest;
     const config: SessionConfig = { threads: availableParallelism(), ...session };
+    for (const [component, p] of Object.entries(precision)) {
+      if (p === 'fp16' && config.device !== 'cuda') {
+        throw new HarmonicaError('BAD_INPUT', `precision.${component} fp16 runs float16 MatMuls, which ONNX Runtime has on CUDA only: use device cuda, or fp32, int8 or int4 on the CPU`);
+      }
+    }
     const model = createDenoiser(m.family, m.config);
+    if (precision.textEncoder && model.conditioning !== 'text') throw new HarmonicaError('BAD_INPUT', `precision.textEncoder: ${m.id} is class-conditional and has no text encoder`);
     const raw = await readSafetensors(join(pkg.dir, WEIGHTS_FILE));
     const canonical = m.family === 'dit' && (m.layout === 'original' || isOriginalDitLayout(raw.keys())) ? originalDitToDiffusers(raw, m.config as unknown as DitConfig) : raw;
-    const weights = new Weights(canonical, `${m.id}/${WEIGHTS_FILE}`);
-    const load = async (file: string) => new Weights(await readSafetensors(join(pkg.dir, file)), `${m.id}/${file}`);
+    const weights = new Weights(canonical, `${m.id}/${WEIGHTS_FILE}`, precision.transformer);
+    const load = async (file: string, p?: Precision) => new Weights(await readSafetensors(join(pkg.dir, file)), `${m.id}/${file}`, p);
     const vae = m.vae ? { weights: await load(m.vae.weights), config: vaeConfigFromDiffusers(m.vae.config) } : null;
     let conditioning: Conditioning;
     if (model.conditioning === 'text') {
@@ -121,11 +137,12 @@ export class Engine {
       const [, h, w] = model.latentShape;
       const scale = vae ? 8 : 1;
       const micro = (m.config as { useAdditionalConditions?: boolean }).useAdditionalConditions ? [h * scale, w * scale] as [number, number] : null;
-      conditioning = new TextConditioning(m.id, { config: te.config, weights: await load(te.weights), tokenizer, maxLength: te.maxLength }, config, micro);
+      conditioning = new TextConditioning(m.id, { config: te.config, weights: await load(te.weights, precision.textEncoder), tokenizer, maxLength: te.maxLength }, config, micro);
     } else {
       conditioning = new ClassConditioning(m.id, (m.config as { numClasses: number }).numClasses);
     }
-    return new Engine(pkg, model, weights, vae, conditioning, config);
+    const used: ComponentPrecision = { transformer: weights.precision, ...(model.conditioning === 'text' ? { textEncoder: precision.textEncoder ?? 'fp32' } : {}) };
+    return new Engine(pkg, model, weights, vae, conditioning, config, used);
   }
 
   get id(): string {
@@ -231,7 +248,7 @@ export class Engine {
       report: {
         model: this.id, modelSha256: this.pkg.sha256, policy: policy.spec, sampler: req.sampler, steps: req.steps, cfg: req.cfg,
         seed: req.seed, n: req.n, stepsMs, totalMs, computedSlots, reusedSlots, cur: reusedSlots / (decisions.length * slots.length),
-        macSpeedup: macSpeedup(this.model, decisions), decisions, machine: this.machine,
+        macSpeedup: macSpeedup(this.model, decisions), decisions, machine: this.machine, precision: this.precision,
         notes: conditions.notes,
       },
     };
