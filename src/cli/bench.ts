@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { benchOptimizer } from '../bench/optimizer.js';
 import { benchOrt } from '../bench/ort.js';
+import { registerBenchPrecision } from './bench-precision.js';
 import { benchRuntime } from '../bench/runtime.js';
 import { registerBenchCache } from './bench-cache.js';
 import { registerBenchService } from './bench-service.js';
@@ -35,5 +36,6 @@ export function registerBench(program: Command): void {
       console.table(result.rows);
     });
   registerBenchCache(bench);
+  registerBenchPrecision(bench);
   registerBenchService(bench);
 }
