@@ -93,7 +93,7 @@ function loadBlock(b: GraphBuilder, w: Weights, cfg: DitConfig, i: number, embed
   const emb = `${k}.norm1.emb`;
   // Original checkpoints share one embedder; the converter maps every block to the same
   // tensors, and sharing them here keeps one copy in the graph.
-  const identity = w.get(`${emb}.timestep_embedder.linear_1.weight`);
+  const identity = w.identity(`${emb}.timestep_embedder.linear_1.weight`);
   let embedder = embedderCache.get(identity);
   if (!embedder) {
     embedder = {

@@ -21,33 +21,73 @@ const INT4_ACCURACY_LEVEL = 4;
 export class Weights {
   private readonly used = new Set<string>();
   private readonly derived = new Map<string, unknown>();
+  /** Stored tensors dropped once quantized (nothing reads them again): what get() would have checked. */
+  private readonly released = new Map<string, { shape: readonly number[]; identity: object }>();
+  private readonly identities = new WeakMap<HostTensor, object>();
+
+  private readonly tensors: Map<string, HostTensor>;
 
   constructor(
-    private readonly tensors: Map<string, HostTensor>,
+    /** Copied (by reference): release() never changes the caller's map. */
+    tensors: Map<string, HostTensor>,
     /** Where the weights came from, for error messages. */
     readonly source = 'checkpoint',
     readonly precision: Precision = 'fp32',
-  ) {}
+  ) {
+    this.tensors = new Map(tensors);
+  }
 
   static async load(path: string, precision?: Precision): Promise<Weights> {
     return new Weights(await readSafetensors(path), path, precision);
   }
 
   has(name: string): boolean {
-    return this.tensors.has(name);
+    return this.tensors.has(name) || this.released.has(name);
   }
 
   names(): string[] {
-    return [...this.tensors.keys()];
+    return [...this.tensors.keys(), ...this.released.keys()];
+  }
+
+  /** Checks that `name` exists with `shape`, also after it was released. */
+  check(name: string, shape: readonly number[]): void {
+    const gone = this.released.get(name);
+    if (gone) checkShape(this.source, name, gone.shape, shape);
+    else this.get(name, shape);
+  }
+
+  /**
+   * A token equal for keys that share one stored tensor (the original DiT's single embedder
+   * behind every block's key), valid after release too.
+   */
+  identity(name: string): object {
+    const gone = this.released.get(name);
+    if (gone) return gone.identity;
+    const t = this.get(name);
+    let id = this.identities.get(t);
+    if (!id) this.identities.set(t, (id = {}));
+    return id;
+  }
+
+  /**
+   * Drops the stored tensor `name` once its derived form is made (quantized weights), so a
+   * large checkpoint is not held twice. Keys sharing the tensor keep it until released too.
+   */
+  release(name: string): void {
+    if (!this.tensors.has(name)) return;
+    this.released.set(name, { shape: this.get(name).shape, identity: this.identity(name) });
+    this.tensors.delete(name);
   }
 
   /** The stored tensor `name` (any dtype); `shape` (if given) must match exactly. */
   get(name: string, shape?: readonly number[]): HostTensor {
     const t = this.tensors.get(name);
-    if (!t) throw new HarmonicaError('MISSING_WEIGHT', `${this.source}: missing weight "${name}"`);
-    if (shape && (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i]))) {
-      throw new HarmonicaError('WEIGHT_SHAPE', `${this.source}: weight "${name}" has shape [${t.shape}], expected [${shape}]`);
+    if (!t) {
+      // A program error, not a user's: loaders read released weights through derive().
+      if (this.released.has(name)) throw new Error(`${this.source}: weight "${name}" was released after quantization`);
+      throw new HarmonicaError('MISSING_WEIGHT', `${this.source}: missing weight "${name}"`);
     }
+    if (shape) checkShape(this.source, name, t.shape, shape);
     this.used.add(name);
     return t;
   }
@@ -67,6 +107,12 @@ export class Weights {
   /** Names never read by a builder (a sign of a layout or config mismatch). */
   unused(): string[] {
     return this.names().filter((n) => !this.used.has(n));
+  }
+}
+
+function checkShape(source: string, name: string, actual: readonly number[], expected: readonly number[]): void {
+  if (actual.length !== expected.length || actual.some((d, i) => d !== expected[i])) {
+    throw new HarmonicaError('WEIGHT_SHAPE', `${source}: weight "${name}" has shape [${actual}], expected [${expected}]`);
   }
 }
 
@@ -92,26 +138,27 @@ function floatParam(b: GraphBuilder, w: Weights, name: string, shape: readonly n
 
 /**
  * An nn.Linear weight stored [out, in] as the graph's [in, out] operand, in `w.precision`.
- * Float initializers are the stored tensor itself behind Cast + Transpose nodes that ORT
+ * Float initializers are the stored tensor itself behind Transpose + Cast nodes that ORT
  * folds at session start (the host keeps no second copy); quantized data is made once per
- * Weights. `rows` takes output features [from, to) only (a chunk of a fused projection).
+ * Weights, and the stored tensor is then released. `rows` takes output features [from, to)
+ * only (a chunk of a fused projection).
  */
 function linearWeight(b: GraphBuilder, w: Weights, name: string, inFeatures: number, outFeatures: number, rows?: [number, number]): Omit<LinearParams, 'bias'> {
-  const stored = w.get(name, [outFeatures, inFeatures]);
+  w.check(name, [outFeatures, inFeatures]);
   const [from, to] = rows ?? [0, outFeatures];
   const label = rows ? `${name}[${from}:${to}]` : name;
+  const part = () => (rows ? leadingRows(w.get(name), from, to) : w.get(name));
   if (b.weights === 'inputs') {
     if (w.precision !== 'fp32') throw new HarmonicaError('BAD_CONFIG', `${w.source}: trained weights must be fp32, not ${w.precision}`);
-    return { weight: b.param(name, transpose2d(w.float32(name)), { from: stored, toCheckpoint: transpose2d }) };
+    return { weight: b.param(name, transpose2d(w.float32(name)), { from: w.get(name), toCheckpoint: transpose2d }) };
   }
-  const part = rows ? w.derive(`rows:${label}`, () => leadingRows(stored, from, to)) : stored;
   switch (w.precision) {
     case 'int8': {
-      const q = w.derive(`int8:${label}`, () => quantizeInt8(part));
+      const q = w.derive(`int8:${label}`, () => quantizeInt8(part()));
       return { weight: b.initializer(label, q.data), quant: { kind: 'int8', scales: b.initializer(`${label}.scales`, q.scales) } };
     }
     case 'int4': {
-      const q = w.derive(`int4:${label}`, () => quantizeInt4(part, INT4_BLOCK));
+      const q = w.derive(`int4:${label}`, () => quantizeInt4(part(), INT4_BLOCK));
       return {
         weight: b.initializer(label, q.data),
         quant: {
@@ -121,10 +168,16 @@ function linearWeight(b: GraphBuilder, w: Weights, name: string, inFeatures: num
       };
     }
     default: {
-      const init = b.param(label, part);
-      return { weight: b.transpose(b.cast(init, w.precision === 'fp16' ? 'float16' : 'float32'), [1, 0]) };
+      // Transposed before the Cast: ORT folds a 2-byte transpose faster (measured).
+      const init = b.param(label, rows ? w.derive(`rows:${label}`, part) : part());
+      return { weight: b.cast(b.transpose(init, [1, 0]), w.precision === 'fp16' ? 'float16' : 'float32') };
     }
   }
+}
+
+/** Quantized weights never read their stored tensor again. */
+function releaseIfQuantized(w: Weights, name: string): void {
+  if (w.precision === 'int8' || w.precision === 'int4') w.release(name);
 }
 
 function linearBias(b: GraphBuilder, w: Weights, name: string, outFeatures: number, rows?: [number, number]): Value {
@@ -140,6 +193,7 @@ function linearBias(b: GraphBuilder, w: Weights, name: string, outFeatures: numb
 export function loadLinear(b: GraphBuilder, w: Weights, prefix: string, inFeatures: number, outFeatures: number, bias = true): LinearParams {
   const params: LinearParams = linearWeight(b, w, `${prefix}.weight`, inFeatures, outFeatures);
   if (bias) params.bias = linearBias(b, w, `${prefix}.bias`, outFeatures);
+  if (b.weights === 'initializers') releaseIfQuantized(w, `${prefix}.weight`);
   return params;
 }
 
@@ -153,10 +207,12 @@ export function loadLinearChunks(b: GraphBuilder, w: Weights, prefix: string, in
     const whole = loadLinear(b, w, prefix, inFeatures, outFeatures);
     return chunks.map(([from, to]) => ({ weight: b.slice(whole.weight, [from], [to], [1]), bias: b.slice(whole.bias!, [from], [to], [0]) }));
   }
-  return chunks.map((rows) => ({
+  const params = chunks.map((rows) => ({
     ...linearWeight(b, w, `${prefix}.weight`, inFeatures, outFeatures, rows),
     bias: linearBias(b, w, `${prefix}.bias`, outFeatures, rows),
   }));
+  releaseIfQuantized(w, `${prefix}.weight`);
+  return params;
 }
 
 /** Any other tensor, as a float32 graph param under its checkpoint name. */
@@ -171,8 +227,11 @@ export function loadParam(b: GraphBuilder, w: Weights, name: string, shape: read
  */
 export function loadEmbedding(b: GraphBuilder, w: Weights, name: string, shape: readonly number[], indices: Value): Value {
   if (b.weights === 'inputs') return b.gather(b.param(name, w.float32(name, shape)), indices, 0);
-  const stored = w.get(name, shape);
-  const table = stored.dtype === 'float32' && w.precision !== 'fp32' ? w.derive(`float16:${name}`, () => castTensor(stored, 'float16')) : stored;
+  w.check(name, shape);
+  const storedDtype = w.derive(`dtype:${name}`, () => w.get(name).dtype);
+  const narrowed = w.precision !== 'fp32' && storedDtype === 'float32';
+  const table = narrowed ? w.derive(`float16:${name}`, () => castTensor(w.get(name), 'float16')) : w.get(name);
+  if (narrowed) w.release(name);
   return b.cast(b.gather(b.param(name, table), indices, 0), 'float32');
 }
 
@@ -191,5 +250,5 @@ export function loadPatchEmbedding(b: GraphBuilder, w: Weights, prefix: string, 
     return { weight: b.param(name, flat, { from: stored, toCheckpoint: (t) => ({ ...transpose2d(t), shape: stored.shape }) }), bias };
   }
   const flat = w.derive(`flat:${name}`, () => ({ ...stored, shape: flatShape }));
-  return { weight: b.transpose(b.cast(b.param(name, flat), 'float32'), [1, 0]), bias };
+  return { weight: b.cast(b.transpose(b.param(name, flat), [1, 0]), 'float32'), bias };
 }

@@ -173,6 +173,21 @@ describe('weights kept in their stored precision', () => {
     expect(relRms(await run(fp16File), await run(fp32File))).toBeLessThan(1e-6);
   });
 
+  it('quantized weights are made once, shared by a second graph, and their stored tensors released', () => {
+    const w = new Weights(originalDitToDiffusers(half, TINY_DIT), 'fp16', 'int8');
+    const first = buildTinyDit(w);
+    const second = buildTinyDit(w);
+    const q = 'transformer_blocks.0.attn1.to_q.weight';
+    const find = (g: GraphBuilder) => [...g.graph.initializers].find(([v]) => v.name === q)![1];
+    expect(find(first).dtype).toBe('int8');
+    expect(find(second)).toBe(find(first));
+    expect(w.has(q)).toBe(true);
+    expect(() => w.get(q)).toThrow(/released after quantization/);
+    // Still one embedder in the second graph: shared keys keep one identity after release.
+    const names = [...second.graph.initializers.keys()].map((v) => v.name);
+    expect(names.filter((n) => n.includes('timestep_embedder.linear_1.weight') && !n.endsWith('.scales'))).toHaveLength(1);
+  });
+
   it('fp16 precision puts float16 MatMuls in the graph (CUDA); quantized precisions keep no float matrix', () => {
     const count = (p: Precision, op: string) => buildTinyDit(new Weights(originalDitToDiffusers(original, TINY_DIT), 'w', p)).graph.nodes.filter((n) => n.op === op).length;
     const matmuls = count('fp32', 'MatMul');
