@@ -34,14 +34,27 @@ export function quantizeInt8(weight: HostTensor): Int8Weight {
   const [n, k] = shape2d(weight);
   const data = new Int8Array(k * n);
   const scales = new Float32Array(n);
-  const row = new Float32Array(k);
-  for (let j = 0; j < n; j++) {
-    readRow(weight, j, row);
-    let max = 0;
-    for (let i = 0; i < k; i++) max = Math.max(max, Math.abs(row[i]!));
-    const scale = Math.fround(max > 0 ? max / 127 : 1);
-    scales[j] = scale;
-    for (let i = 0; i < k; i++) data[i * n + j] = Math.max(-127, Math.min(127, Math.round(row[i]! / scale)));
+  // Rows in groups, so the transposed writes go to runs of GROUP adjacent bytes.
+  const GROUP = 64;
+  const rows = new Float32Array(GROUP * k);
+  for (let j0 = 0; j0 < n; j0 += GROUP) {
+    const g = Math.min(GROUP, n - j0);
+    for (let r = 0; r < g; r++) {
+      const row = readRow(weight, j0 + r, rows.subarray(r * k, (r + 1) * k));
+      let max = 0;
+      for (let i = 0; i < k; i++) max = Math.max(max, Math.abs(row[i]!));
+      const scale = Math.fround(max > 0 ? max / 127 : 1);
+      scales[j0 + r] = scale;
+      const inv = 1 / scale;
+      for (let i = 0; i < k; i++) row[i] = Math.round(row[i]! * inv);
+    }
+    for (let i = 0; i < k; i++) {
+      const base = i * n + j0;
+      for (let r = 0; r < g; r++) {
+        const q = rows[r * k + i]!;
+        data[base + r] = q > 127 ? 127 : q < -127 ? -127 : q;
+      }
+    }
   }
   return { data: tensor('int8', [k, n], data), scales: tensor('float32', [n], scales) };
 }
