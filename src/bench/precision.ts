@@ -112,8 +112,9 @@ function child(args: string[]): Promise<string> {
 }
 
 /**
- * T5-XXL-wide encoder layers with random weights in the real key layout, stored fp16 (or
- * fp32) in a safetensors file; each precision runs in a fresh process.
+ * T5-XXL-wide encoder layers with random weights in the real key layout (transformers'
+ * initialization scales), stored fp16 (or fp32) in a safetensors file; each precision runs
+ * in a fresh process.
  */
 export async function benchT5Precision(o: { numLayers?: number; precisions?: readonly Precision[]; runs?: number; threads?: number; stored?: 'float16' | 'float32' } = {}): Promise<T5PrecisionResult> {
   const numLayers = o.numLayers ?? 1;
@@ -123,8 +124,15 @@ export async function benchT5Precision(o: { numLayers?: number; precisions?: rea
   const dir = await mkdtemp(join(tmpdir(), 'harmonica-precision-'));
   try {
     const weightsFile = join(dir, 't5.safetensors');
-    const ckpt = initT5Weights(t5XxlConfig(numLayers), 0);
-    for (const [k, t] of ckpt) ckpt.set(k, castTensor(t, stored));
+    const cfg = t5XxlConfig(numLayers);
+    const ckpt = initT5Weights(cfg, 0);
+    for (const [k, t] of ckpt) {
+      // transformers initializes q with std (d_model * d_kv)^-0.5 (T5 folds the attention
+      // scale into it); initT5Weights' d_model^-0.5 makes the softmax nearly one-hot, which
+      // would overstate how much any rounding changes the output.
+      if (k.endsWith('.SelfAttention.q.weight')) (t.data as Float32Array).forEach((v, i, a) => (a[i] = v / Math.sqrt(cfg.dKv)));
+      ckpt.set(k, castTensor(t, stored));
+    }
     await writeSafetensors(weightsFile, ckpt);
     ckpt.clear();
     const outputs = new Map<Precision, Float32Array>();
