@@ -3,8 +3,12 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { buildCachedStep, stepNames } from '../cache/step-graph.js';
 import { Engine } from '../engine/engine.js';
 import { psnr } from '../eval/metrics.js';
+import { ditDenoiser } from '../models/denoiser.js';
+import { DIT_XL_2 } from '../models/dit.js';
+import { initDitWeights } from '../models/dit-init.js';
 import { PRECISIONS, type ComponentPrecision, type Precision } from '../models/precision.js';
 import { initT5Weights } from '../models/t5-init.js';
 import { buildT5Encoder, PIXART_T5_MAX_LENGTH, type T5Config } from '../models/t5.js';
@@ -15,7 +19,7 @@ import { initializerBytes } from '../onnx/writer.js';
 import { castTensor } from '../tensor/half.js';
 import { Rng } from '../tensor/rng.js';
 import { readSafetensors, writeSafetensors } from '../tensor/safetensors.js';
-import { tensor } from '../tensor/tensor.js';
+import { tensor, type HostTensor } from '../tensor/tensor.js';
 import { median, timeRuns } from './timing.js';
 
 /** T5 v1.1 XXL (PixArt-alpha's text encoder) widths; the layer count is the benchmark's choice. */
@@ -27,28 +31,33 @@ export function t5XxlConfig(numLayers: number): T5Config {
   };
 }
 
+/** What the benchmark builds: T5-XXL encoder layers, or all of DiT-XL/2 (256px) as the cached step graph. */
+export type PrecisionTarget = 't5-xxl' | 'dit-xl-2';
+
 /** What one precision measured in its own process (so its peak RSS is its own). */
-export interface T5PrecisionRow {
+export interface PrecisionRow {
   precision: Precision;
   /** Initializer bytes of the graph we hand to ORT. */
   graphWeightsMB: number;
   buildMs: number;
   sessionMs: number;
-  /** Median encoder run, batch 2 (the CFG rows) x 120 tokens. */
+  /** Median run at batch 2 (the CFG rows): the encoder over 120 tokens, or one DiT step computing every slot. */
   runMs: number;
+  /** Nodes of the graph we built. */
+  nodes: number;
   /** Resident set after the session is ready, and the process's peak. */
   rssMB: number;
   peakRssMB: number;
-  /** Cosine similarity of the encoder output with fp32's (over all rows and tokens). */
+  /** Cosine similarity of the output with fp32's (every value). */
   cosine: number;
 }
 
-export interface T5PrecisionResult {
+export interface PrecisionResult {
   model: string;
   stored: 'float16' | 'float32';
   threads: number;
   machine: string;
-  rows: T5PrecisionRow[];
+  rows: PrecisionRow[];
 }
 
 const BATCH = 2;
@@ -63,26 +72,68 @@ function t5Inputs(cfg: T5Config) {
   return { ids, mask };
 }
 
-/** One precision, in this process: weights file -> graph -> session -> timed runs; writes the output to `outFile`. */
-export async function runT5Precision(o: { weightsFile: string; numLayers: number; precision: Precision; runs: number; threads: number; outFile: string }): Promise<Omit<T5PrecisionRow, 'cosine'>> {
-  const cfg = t5XxlConfig(o.numLayers);
-  const weights = new Weights(await readSafetensors(o.weightsFile), 't5-xxl', o.precision);
-  let t0 = performance.now();
+/** Random weights in the real key layout (transformers' / diffusers' names and [out, in] linears). */
+function randomCheckpoint(target: PrecisionTarget, numLayers: number): Map<string, HostTensor> {
+  if (target === 'dit-xl-2') return initDitWeights(DIT_XL_2, 0);
+  const cfg = t5XxlConfig(numLayers);
+  const ckpt = initT5Weights(cfg, 0);
+  // transformers initializes q with std (d_model * d_kv)^-0.5 (T5 folds the attention scale
+  // into it); initT5Weights' d_model^-0.5 makes the softmax nearly one-hot, which would
+  // overstate how much any rounding changes the output.
+  for (const [k, t] of ckpt) if (k.endsWith('.SelfAttention.q.weight')) (t.data as Float32Array).forEach((v, i, a) => (a[i] = v / Math.sqrt(cfg.dKv)));
+  return ckpt;
+}
+
+/** The graph's session and a run of it, for one target. */
+async function openTarget(target: PrecisionTarget, weights: Weights, numLayers: number, threads: number): Promise<{ buildMs: number; sessionMs: number; nodes: number; graphBytes: number; run: () => Promise<Float32Array> }> {
+  const t0 = performance.now();
+  if (target === 'dit-xl-2') {
+    const model = ditDenoiser(DIT_XL_2);
+    const graph = buildCachedStep(model, weights, BATCH).graph;
+    const buildMs = performance.now() - t0;
+    const t1 = performance.now();
+    const session = await Session.create(graph, { threads });
+    const sessionMs = performance.now() - t1;
+    // A step that computes every slot (what the executor feeds on a first step).
+    const feeds: Record<string, HostTensor> = { t: tensor('float32', [BATCH], [500, 500]), y: tensor('int64', [BATCH], [207, 1000]) };
+    const [c, h, w] = model.latentShape;
+    feeds.x = tensor('float32', [BATCH, c, h, w]);
+    new Rng(3).fillNormal(feeds.x.data as Float32Array, 0, 1);
+    for (const v of graph.inputs) {
+      if (v.name.startsWith('compute/')) feeds[v.name] = tensor('bool', [1], [1]);
+      if (v.name.startsWith('cache/')) feeds[v.name] = tensor(v.dtype, v.shape);
+    }
+    return {
+      buildMs, sessionMs, nodes: graph.nodes.length, graphBytes: initializerBytes(graph),
+      run: async () => (await session.run(feeds, [stepNames.out]))[stepNames.out]!.data as Float32Array,
+    };
+  }
+  const cfg = t5XxlConfig(numLayers);
   const b = new GraphBuilder('t5_encoder');
   const L = cfg.maxLength;
   b.output(buildT5Encoder(b, weights, cfg, b.input('input_ids', 'int64', [BATCH, L]), b.input('attention_mask', 'int64', [BATCH, L])), 'hidden');
   const buildMs = performance.now() - t0;
-  t0 = performance.now();
-  const session = await Session.create(b.graph, { threads: o.threads });
-  const sessionMs = performance.now() - t0;
+  const t1 = performance.now();
+  const session = await Session.create(b.graph, { threads });
+  const sessionMs = performance.now() - t1;
   const { ids, mask } = t5Inputs(cfg);
-  let hidden: Float32Array = new Float32Array();
-  const times = await timeRuns(async () => {
-    hidden = (await session.run({ input_ids: ids, attention_mask: mask })).hidden!.data as Float32Array;
-  }, o.runs, 1);
-  await writeFile(o.outFile, new Uint8Array(hidden.buffer, hidden.byteOffset, hidden.byteLength));
   return {
-    precision: o.precision, graphWeightsMB: initializerBytes(b.graph) / MB, buildMs, sessionMs, runMs: median(times),
+    buildMs, sessionMs, nodes: b.graph.nodes.length, graphBytes: initializerBytes(b.graph),
+    run: async () => (await session.run({ input_ids: ids, attention_mask: mask })).hidden!.data as Float32Array,
+  };
+}
+
+/** One precision, in this process: weights file -> graph -> session -> timed runs; writes the output to `outFile`. */
+export async function runPrecision(o: { target: PrecisionTarget; weightsFile: string; numLayers: number; precision: Precision; runs: number; threads: number; outFile: string }): Promise<Omit<PrecisionRow, 'cosine'>> {
+  const weights = new Weights(await readSafetensors(o.weightsFile), o.target, o.precision);
+  const opened = await openTarget(o.target, weights, o.numLayers, o.threads);
+  let out: Float32Array = new Float32Array();
+  const times = await timeRuns(async () => {
+    out = await opened.run();
+  }, o.runs, 1);
+  await writeFile(o.outFile, new Uint8Array(out.buffer, out.byteOffset, out.byteLength));
+  return {
+    precision: o.precision, graphWeightsMB: opened.graphBytes / MB, buildMs: opened.buildMs, sessionMs: opened.sessionMs, runMs: median(times), nodes: opened.nodes,
     rssMB: process.memoryUsage().rss / MB, peakRssMB: (process.resourceUsage().maxRSS * 1024) / MB,
   };
 }
@@ -112,40 +163,41 @@ function child(args: string[]): Promise<string> {
 }
 
 /**
- * T5-XXL-wide encoder layers with random weights in the real key layout (transformers'
- * initialization scales), stored fp16 (or fp32) in a safetensors file; each precision runs
- * in a fresh process.
+ * T5-XXL-wide encoder layers or DiT-XL/2 with random weights in the real key layout, stored
+ * fp16 (or fp32) in a safetensors file as a downloaded checkpoint is; each precision runs in
+ * a fresh process.
  */
-export async function benchT5Precision(o: { numLayers?: number; precisions?: readonly Precision[]; runs?: number; threads?: number; stored?: 'float16' | 'float32' } = {}): Promise<T5PrecisionResult> {
+export async function benchPrecision(o: { target?: PrecisionTarget; numLayers?: number; precisions?: readonly Precision[]; runs?: number; threads?: number; stored?: 'float16' | 'float32' } = {}): Promise<PrecisionResult> {
+  const target = o.target ?? 't5-xxl';
   const numLayers = o.numLayers ?? 1;
   const stored = o.stored ?? 'float16';
   const threads = o.threads ?? cpus().length;
   const precisions = o.precisions ?? PRECISIONS.filter((p) => p !== 'fp16');
   const dir = await mkdtemp(join(tmpdir(), 'harmonica-precision-'));
   try {
-    const weightsFile = join(dir, 't5.safetensors');
-    const cfg = t5XxlConfig(numLayers);
-    const ckpt = initT5Weights(cfg, 0);
+    const weightsFile = join(dir, 'weights.safetensors');
+    const ckpt = randomCheckpoint(target, numLayers);
+    // Cast once per tensor object: shared tensors stay shared (they are written once per key).
+    const cast = new Map<HostTensor, HostTensor>();
     for (const [k, t] of ckpt) {
-      // transformers initializes q with std (d_model * d_kv)^-0.5 (T5 folds the attention
-      // scale into it); initT5Weights' d_model^-0.5 makes the softmax nearly one-hot, which
-      // would overstate how much any rounding changes the output.
-      if (k.endsWith('.SelfAttention.q.weight')) (t.data as Float32Array).forEach((v, i, a) => (a[i] = v / Math.sqrt(cfg.dKv)));
-      ckpt.set(k, castTensor(t, stored));
+      if (!cast.has(t)) cast.set(t, castTensor(t, stored));
+      ckpt.set(k, cast.get(t)!);
     }
+    cast.clear();
     await writeSafetensors(weightsFile, ckpt);
     ckpt.clear();
     const outputs = new Map<Precision, Float32Array>();
-    const rows: T5PrecisionRow[] = [];
+    const rows: PrecisionRow[] = [];
     for (const p of ['fp32' as Precision, ...precisions.filter((x) => x !== 'fp32')]) {
       const outFile = join(dir, `${p}.f32`);
-      const line = await child(['bench', 'precision', '--worker', weightsFile, '--layers', String(numLayers), '--only', p, '--runs', String(o.runs ?? 3), '--threads', String(threads), '--worker-out', outFile]);
-      const row = JSON.parse(line) as Omit<T5PrecisionRow, 'cosine'>;
+      const line = await child(['bench', 'precision', '--worker', weightsFile, '--target', target, '--layers', String(numLayers), '--only', p, '--runs', String(o.runs ?? 3), '--threads', String(threads), '--worker-out', outFile]);
+      const row = JSON.parse(line) as Omit<PrecisionRow, 'cosine'>;
       const buf = await readFile(outFile);
       outputs.set(p, new Float32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4));
       rows.push({ ...row, cosine: cosine(outputs.get(p)!, outputs.get('fp32')!) });
     }
-    return { model: `T5 v1.1 XXL widths, ${numLayers} layer(s), random weights`, stored, threads, machine: `${cpus().length} x ${cpus()[0]?.model ?? 'CPU'}`, rows };
+    const model = target === 'dit-xl-2' ? 'DiT-XL/2 256px (diffusers layout), cached step graph, random weights' : `T5 v1.1 XXL widths, ${numLayers} layer(s), random weights`;
+    return { model, stored, threads, machine: `${cpus().length} x ${cpus()[0]?.model ?? 'CPU'}`, rows };
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

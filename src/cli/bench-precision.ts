@@ -1,5 +1,5 @@
 import { Option, type Command } from 'commander';
-import { benchModelPrecision, benchT5Precision, runT5Precision } from '../bench/precision.js';
+import { benchModelPrecision, benchPrecision, runPrecision, type PrecisionTarget } from '../bench/precision.js';
 import { parsePrecision, PRECISIONS, type Precision } from '../models/precision.js';
 import { int, printReport } from './report.js';
 
@@ -7,6 +7,7 @@ interface Options {
   model?: string;
   n: number;
   layers: number;
+  target: PrecisionTarget;
   only?: Precision[];
   stored: 'float16' | 'float32';
   runs: number;
@@ -19,9 +20,10 @@ interface Options {
 export function registerBenchPrecision(bench: Command): void {
   bench
     .command('precision')
-    .description('weights at fp32 / int8 / int4: T5-XXL-wide encoder layers (random weights) for speed, memory and cosine vs fp32; with --model, PSNR of generated images vs fp32, with and without fora:2')
+    .description('weights at fp32 / int8 / int4: T5-XXL-wide encoder layers or DiT-XL/2 (random weights) for speed, memory and cosine vs fp32; with --model, PSNR of generated images vs fp32, with and without fora:2')
     .option('--model <package>', 'measure generation quality on this model package instead')
     .option('--n <n>', 'samples per setting (with --model)', int, 8)
+    .option('--target <model>', 't5-xxl (encoder layers) | dit-xl-2 (the whole cached step graph)', 't5-xxl')
     .option('--layers <n>', 'T5 encoder layers at XXL widths', int, 1)
     .option('--only <precision...>', `precisions to run (${PRECISIONS.join(', ')}; fp32 always runs as the reference)`)
     .option('--stored <dtype>', 'dtype of the random checkpoint: float16 | float32', 'float16')
@@ -33,9 +35,10 @@ export function registerBenchPrecision(bench: Command): void {
     .addOption(new Option('--worker-out <file>').hideHelp())
     .action(async (o: Options) => {
       if (o.stored !== 'float16' && o.stored !== 'float32') throw new Error(`--stored must be float16 or float32, got "${o.stored}"`);
+      if (o.target !== 't5-xxl' && o.target !== 'dit-xl-2') throw new Error(`--target must be t5-xxl or dit-xl-2, got "${o.target}"`);
       const only = o.only?.map((p) => parsePrecision(p, '--only'));
       if (o.worker) {
-        const row = await runT5Precision({ weightsFile: o.worker, numLayers: o.layers, precision: only?.[0] ?? 'fp32', runs: o.runs, threads: o.threads ?? 1, outFile: o.workerOut! });
+        const row = await runPrecision({ target: o.target, weightsFile: o.worker, numLayers: o.layers, precision: only?.[0] ?? 'fp32', runs: o.runs, threads: o.threads ?? 1, outFile: o.workerOut! });
         return printReport({ ...row }, true);
       }
       if (o.model) {
@@ -44,7 +47,7 @@ export function registerBenchPrecision(bench: Command): void {
         printReport({ model: result.model, n: result.n, machine: result.machine }, false);
         return console.table(result.rows);
       }
-      const result = await benchT5Precision({ numLayers: o.layers, precisions: only, runs: o.runs, threads: o.threads, stored: o.stored });
+      const result = await benchPrecision({ target: o.target, numLayers: o.layers, precisions: only, runs: o.runs, threads: o.threads, stored: o.stored });
       if (o.json) return printReport({ ...result }, true);
       printReport({ model: result.model, stored: result.stored, threads: result.threads, machine: result.machine }, false);
       console.table(result.rows);
