@@ -14,6 +14,7 @@ import { initT5Weights } from '../models/t5-init.js';
 import { buildT5Encoder, PIXART_T5_MAX_LENGTH, type T5Config } from '../models/t5.js';
 import { Weights } from '../models/weights.js';
 import { GraphBuilder } from '../onnx/builder.js';
+import type { Graph } from '../onnx/ir.js';
 import { Session } from '../onnx/session.js';
 import { initializerBytes } from '../onnx/writer.js';
 import { castTensor } from '../tensor/half.js';
@@ -63,15 +64,6 @@ export interface PrecisionResult {
 const BATCH = 2;
 const MB = 2 ** 20;
 
-function t5Inputs(cfg: T5Config) {
-  const rng = new Rng(3);
-  const L = cfg.maxLength;
-  const ids = tensor('int64', [BATCH, L], Array.from({ length: BATCH * L }, () => Math.floor(rng.uniform() * cfg.vocabSize)));
-  // The second row is a short (negative) prompt: most of it padding.
-  const mask = tensor('int64', [BATCH, L], Array.from({ length: BATCH * L }, (_, i) => (i < L ? (i < 100 ? 1 : 0) : i - L < 8 ? 1 : 0)));
-  return { ids, mask };
-}
-
 /** Random weights in the real key layout (transformers' / diffusers' names and [out, in] linears). */
 function randomCheckpoint(target: PrecisionTarget, numLayers: number): Map<string, HostTensor> {
   if (target === 'dit-xl-2') return initDitWeights(DIT_XL_2, 0);
@@ -84,56 +76,48 @@ function randomCheckpoint(target: PrecisionTarget, numLayers: number): Map<strin
   return ckpt;
 }
 
-/** The graph's session and a run of it, for one target. */
-async function openTarget(target: PrecisionTarget, weights: Weights, numLayers: number, threads: number): Promise<{ buildMs: number; sessionMs: number; nodes: number; graphBytes: number; run: () => Promise<Float32Array> }> {
-  const t0 = performance.now();
+/** The graph of one target at batch 2 (the CFG rows), its feeds and its output's name. */
+function targetGraph(target: PrecisionTarget, weights: Weights, numLayers: number): { graph: Graph; feeds: Record<string, HostTensor>; output: string } {
+  const rng = new Rng(3);
   if (target === 'dit-xl-2') {
     const model = ditDenoiser(DIT_XL_2);
     const graph = buildCachedStep(model, weights, BATCH).graph;
-    const buildMs = performance.now() - t0;
-    const t1 = performance.now();
-    const session = await Session.create(graph, { threads });
-    const sessionMs = performance.now() - t1;
-    // A step that computes every slot (what the executor feeds on a first step).
-    const feeds: Record<string, HostTensor> = { t: tensor('float32', [BATCH], [500, 500]), y: tensor('int64', [BATCH], [207, 1000]) };
     const [c, h, w] = model.latentShape;
-    feeds.x = tensor('float32', [BATCH, c, h, w]);
-    new Rng(3).fillNormal(feeds.x.data as Float32Array, 0, 1);
+    const feeds: Record<string, HostTensor> = { x: tensor('float32', [BATCH, c, h, w]), t: tensor('float32', [BATCH], [500, 500]), y: tensor('int64', [BATCH], [207, 1000]) };
+    rng.fillNormal(feeds.x!.data as Float32Array, 0, 1);
+    // A step that computes every slot (what the executor feeds on a first step).
     for (const v of graph.inputs) {
       if (v.name.startsWith('compute/')) feeds[v.name] = tensor('bool', [1], [1]);
       if (v.name.startsWith('cache/')) feeds[v.name] = tensor(v.dtype, v.shape);
     }
-    return {
-      buildMs, sessionMs, nodes: graph.nodes.length, graphBytes: initializerBytes(graph),
-      run: async () => (await session.run(feeds, [stepNames.out]))[stepNames.out]!.data as Float32Array,
-    };
+    return { graph, feeds, output: stepNames.out };
   }
   const cfg = t5XxlConfig(numLayers);
   const b = new GraphBuilder('t5_encoder');
   const L = cfg.maxLength;
   b.output(buildT5Encoder(b, weights, cfg, b.input('input_ids', 'int64', [BATCH, L]), b.input('attention_mask', 'int64', [BATCH, L])), 'hidden');
-  const buildMs = performance.now() - t0;
-  const t1 = performance.now();
-  const session = await Session.create(b.graph, { threads });
-  const sessionMs = performance.now() - t1;
-  const { ids, mask } = t5Inputs(cfg);
-  return {
-    buildMs, sessionMs, nodes: b.graph.nodes.length, graphBytes: initializerBytes(b.graph),
-    run: async () => (await session.run({ input_ids: ids, attention_mask: mask })).hidden!.data as Float32Array,
-  };
+  const ids = tensor('int64', [BATCH, L], Array.from({ length: BATCH * L }, () => Math.floor(rng.uniform() * cfg.vocabSize)));
+  // The second row is a short (negative) prompt: most of it padding.
+  const mask = tensor('int64', [BATCH, L], Array.from({ length: BATCH * L }, (_, i) => (i < L ? (i < 100 ? 1 : 0) : i - L < 8 ? 1 : 0)));
+  return { graph: b.graph, feeds: { input_ids: ids, attention_mask: mask }, output: 'hidden' };
 }
 
 /** One precision, in this process: weights file -> graph -> session -> timed runs; writes the output to `outFile`. */
 export async function runPrecision(o: { target: PrecisionTarget; weightsFile: string; numLayers: number; precision: Precision; runs: number; threads: number; outFile: string }): Promise<Omit<PrecisionRow, 'cosine'>> {
   const weights = new Weights(await readSafetensors(o.weightsFile), o.target, o.precision);
-  const opened = await openTarget(o.target, weights, o.numLayers, o.threads);
+  let t0 = performance.now();
+  const { graph, feeds, output } = targetGraph(o.target, weights, o.numLayers);
+  const buildMs = performance.now() - t0;
+  t0 = performance.now();
+  const session = await Session.create(graph, { threads: o.threads });
+  const sessionMs = performance.now() - t0;
   let out: Float32Array = new Float32Array();
   const times = await timeRuns(async () => {
-    out = await opened.run();
+    out = (await session.run(feeds, [output]))[output]!.data as Float32Array;
   }, o.runs, 1);
   await writeFile(o.outFile, new Uint8Array(out.buffer, out.byteOffset, out.byteLength));
   return {
-    precision: o.precision, graphWeightsMB: opened.graphBytes / MB, buildMs: opened.buildMs, sessionMs: opened.sessionMs, runMs: median(times), nodes: opened.nodes,
+    precision: o.precision, graphWeightsMB: initializerBytes(graph) / MB, buildMs, sessionMs, runMs: median(times), nodes: graph.nodes.length,
     rssMB: process.memoryUsage().rss / MB, peakRssMB: (process.resourceUsage().maxRSS * 1024) / MB,
   };
 }
