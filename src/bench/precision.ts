@@ -19,7 +19,7 @@ import { Session } from '../onnx/session.js';
 import { initializerBytes } from '../onnx/writer.js';
 import { castTensor } from '../tensor/half.js';
 import { Rng } from '../tensor/rng.js';
-import { readSafetensors, writeSafetensors } from '../tensor/safetensors.js';
+import { writeSafetensors } from '../tensor/safetensors.js';
 import { tensor, type HostTensor } from '../tensor/tensor.js';
 import { median, timeRuns } from './timing.js';
 
@@ -104,7 +104,7 @@ function targetGraph(target: PrecisionTarget, weights: Weights, numLayers: numbe
 
 /** One precision, in this process: weights file -> graph -> session -> timed runs; writes the output to `outFile`. */
 export async function runPrecision(o: { target: PrecisionTarget; weightsFile: string; numLayers: number; precision: Precision; runs: number; threads: number; outFile: string }): Promise<Omit<PrecisionRow, 'cosine'>> {
-  const weights = new Weights(await readSafetensors(o.weightsFile), o.target, o.precision);
+  const weights = Weights.load(o.weightsFile, o.precision, o.target);
   let t0 = performance.now();
   const { graph, feeds, output } = targetGraph(o.target, weights, o.numLayers);
   const buildMs = performance.now() - t0;

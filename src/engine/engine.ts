@@ -16,7 +16,7 @@ import { Weights } from '../models/weights.js';
 import { GraphBuilder } from '../onnx/builder.js';
 import { Session, type SessionConfig } from '../onnx/session.js';
 import { Rng } from '../tensor/rng.js';
-import { readSafetensors } from '../tensor/safetensors.js';
+import { SafetensorsFileSync } from '../tensor/safetensors.js';
 import { tensor, type HostTensor } from '../tensor/tensor.js';
 import { HarmonicaError } from '../util/errors.js';
 import { ClassConditioning, TextConditioning, type Conditioning } from './conditioning.js';
@@ -124,10 +124,12 @@ export class Engine {
     }
     const model = createDenoiser(m.family, m.config);
     if (precision.textEncoder && model.conditioning !== 'text') throw new HarmonicaError('BAD_INPUT', `precision.textEncoder: ${m.id} is class-conditional and has no text encoder`);
-    const raw = await readSafetensors(join(pkg.dir, WEIGHTS_FILE));
-    const canonical = m.family === 'dit' && (m.layout === 'original' || isOriginalDitLayout(raw.keys())) ? originalDitToDiffusers(raw, m.config as unknown as DitConfig) : raw;
-    const weights = new Weights(canonical, `${m.id}/${WEIGHTS_FILE}`, precision.transformer);
-    const load = async (file: string, p?: Precision) => new Weights(await readSafetensors(join(pkg.dir, file)), `${m.id}/${file}`, p);
+    // Checkpoints are read tensor by tensor as graphs are built (quantized ones never whole);
+    // the original DiT layout is remapped, so it is read whole.
+    const file = SafetensorsFileSync.open(join(pkg.dir, WEIGHTS_FILE));
+    const original = m.family === 'dit' && (m.layout === 'original' || isOriginalDitLayout(file.names()));
+    const weights = new Weights(original ? originalDitToDiffusers(file.readAll(), m.config as unknown as DitConfig) : file, `${m.id}/${WEIGHTS_FILE}`, precision.transformer);
+    const load = (name: string, p?: Precision) => Weights.load(join(pkg.dir, name), p, `${m.id}/${name}`);
     const vae = m.vae ? { weights: await load(m.vae.weights), config: vaeConfigFromDiffusers(m.vae.config) } : null;
     let conditioning: Conditioning;
     if (model.conditioning === 'text') {

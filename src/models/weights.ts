@@ -2,7 +2,7 @@ import type { GraphBuilder } from '../onnx/builder.js';
 import type { Value } from '../onnx/ir.js';
 import { castTensor } from '../tensor/half.js';
 import { INT4_BLOCK, quantizeInt4, quantizeInt8 } from '../tensor/quantize.js';
-import { readSafetensors } from '../tensor/safetensors.js';
+import { SafetensorsFileSync } from '../tensor/safetensors.js';
 import { leadingRows, tensor, type HostTensor } from '../tensor/tensor.js';
 import { HarmonicaError } from '../util/errors.js';
 import type { LinearParams } from './layers.js';
@@ -25,35 +25,48 @@ export class Weights {
   private readonly released = new Map<string, { shape: readonly number[]; identity: object }>();
   private readonly identities = new WeakMap<HostTensor, object>();
 
+  /** Tensors in memory (all of them for a map; those read so far for a file). */
   private readonly tensors: Map<string, HostTensor>;
+  /** A file's tensors not read yet. */
+  private readonly unread = new Set<string>();
+  private readonly file: SafetensorsFileSync | null;
 
   constructor(
-    /** Copied (by reference): release() never changes the caller's map. */
-    tensors: Map<string, HostTensor>,
+    /** A map is copied (by reference: release() never changes the caller's map); a file is read lazily and stays open. */
+    tensors: Map<string, HostTensor> | SafetensorsFileSync,
     /** Where the weights came from, for error messages. */
     readonly source = 'checkpoint',
     readonly precision: Precision = 'fp32',
   ) {
-    this.tensors = new Map(tensors);
+    if (tensors instanceof SafetensorsFileSync) {
+      this.file = tensors;
+      this.tensors = new Map();
+      for (const n of tensors.names()) this.unread.add(n);
+    } else {
+      this.file = null;
+      this.tensors = new Map(tensors);
+    }
   }
 
-  static async load(path: string, precision?: Precision): Promise<Weights> {
-    return new Weights(await readSafetensors(path), path, precision);
+  /** A safetensors file, each tensor read when a builder first asks for it. */
+  static load(path: string, precision?: Precision, source = path): Weights {
+    return new Weights(SafetensorsFileSync.open(path), source, precision);
   }
 
   has(name: string): boolean {
-    return this.tensors.has(name) || this.released.has(name);
+    return this.tensors.has(name) || this.unread.has(name) || this.released.has(name);
   }
 
   names(): string[] {
-    return [...this.tensors.keys(), ...this.released.keys()];
+    return [...this.tensors.keys(), ...this.unread, ...this.released.keys()];
   }
 
-  /** Checks that `name` exists with `shape`, also after it was released. */
+  /** Checks that `name` exists with `shape` without reading it (also after it was released). */
   check(name: string, shape: readonly number[]): void {
-    const gone = this.released.get(name);
-    if (gone) checkShape(this.source, name, gone.shape, shape);
-    else this.get(name, shape);
+    const known = this.released.get(name)?.shape ?? (this.unread.has(name) ? this.file!.info(name).shape : undefined);
+    if (!known) return void this.get(name, shape);
+    checkShape(this.source, name, known, shape);
+    this.used.add(name);
   }
 
   /**
@@ -74,13 +87,14 @@ export class Weights {
    * large checkpoint is not held twice. Keys sharing the tensor keep it until released too.
    */
   release(name: string): void {
-    if (!this.tensors.has(name)) return;
+    if (!this.tensors.has(name) && !this.unread.has(name)) return;
     this.released.set(name, { shape: this.get(name).shape, identity: this.identity(name) });
     this.tensors.delete(name);
   }
 
   /** The stored tensor `name` (any dtype); `shape` (if given) must match exactly. */
   get(name: string, shape?: readonly number[]): HostTensor {
+    if (this.unread.delete(name)) this.tensors.set(name, this.file!.read(name));
     const t = this.tensors.get(name);
     if (!t) {
       // A program error, not a user's: loaders read released weights through derive().
@@ -102,6 +116,13 @@ export class Weights {
   derive<T>(key: string, make: () => T): T {
     if (!this.derived.has(key)) this.derived.set(key, make());
     return this.derived.get(key) as T;
+  }
+
+  /** Bytes of stored tensors held in memory now (read and not released). */
+  heldBytes(): number {
+    let total = 0;
+    for (const t of new Set(this.tensors.values())) total += t.data.byteLength;
+    return total;
   }
 
   /** Names never read by a builder (a sign of a layout or config mismatch). */

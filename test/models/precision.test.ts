@@ -1,4 +1,7 @@
-import { describe, expect, it } from 'vitest';
+import { mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
 import { plainHooks } from '../../src/models/sublayer.js';
 import { buildDit } from '../../src/models/dit.js';
 import { linear } from '../../src/models/layers.js';
@@ -13,6 +16,7 @@ import { Session } from '../../src/onnx/session.js';
 import { castTensor } from '../../src/tensor/half.js';
 import { dequantizeInt4, dequantizeInt8, quantizeInt4, quantizeInt8 } from '../../src/tensor/quantize.js';
 import { Rng } from '../../src/tensor/rng.js';
+import { readSafetensors, SafetensorsError, SafetensorsFileSync, serializeSafetensors, writeSafetensors } from '../../src/tensor/safetensors.js';
 import { tensor, type HostTensor } from '../../src/tensor/tensor.js';
 import { HarmonicaError } from '../../src/util/errors.js';
 import { randomDitCheckpoints, TINY_DIT } from '../helpers/dit-checkpoint.js';
@@ -239,5 +243,61 @@ describe('precision settings', () => {
     const w = new Weights(new Map([['l.weight', randn([4, 4], 1)], ['l.bias', randn([4], 2)]]), 'train', 'int8');
     const b = new GraphBuilder('train', { weights: 'inputs' });
     expect(() => loadLinear(b, w, 'l', 4, 4)).toThrow(/trained weights must be fp32, not int8/);
+  });
+});
+
+describe('weights read lazily from a file', () => {
+  const dirs: string[] = [];
+  afterAll(async () => Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true }))));
+  const cfg: T5Config = {
+    vocabSize: 64, dModel: 32, dKv: 8, dFf: 64, numLayers: 2, numHeads: 4,
+    relativeAttentionNumBuckets: 8, relativeAttentionMaxDistance: 16, layerNormEpsilon: 1e-6, feedForwardProj: 'gated-gelu', maxLength: 6,
+  };
+  const ckpt = new Map([...initT5Weights(cfg, 3)].map(([k, t]) => [k, castTensor(t, 'float16')]));
+  const file = async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'harmonica-lazy-'));
+    dirs.push(dir);
+    const path = join(dir, 't5.safetensors');
+    await writeSafetensors(path, ckpt);
+    return path;
+  };
+  const build = (w: Weights) => {
+    const b = new GraphBuilder('t5');
+    b.output(buildT5Encoder(b, w, cfg, b.input('ids', 'int64', [1, 6]), b.input('mask', 'int64', [1, 6])), 'h');
+    return b;
+  };
+  const bytes = (names: (n: string) => boolean) => [...ckpt].filter(([n]) => names(n)).reduce((s, [, t]) => s + t.data.byteLength, 0);
+
+  it('the sync reader returns what the async one does, and refuses a truncated file with its code', async () => {
+    const path = await file();
+    const lazy = SafetensorsFileSync.open(path);
+    const all = await readSafetensors(path);
+    for (const n of lazy.names()) expect(lazy.read(n)).toEqual(all.get(n));
+    lazy.close();
+    const cut = join(dirs.at(-1)!, 'cut.safetensors');
+    const full = serializeSafetensors(ckpt);
+    await writeFile(cut, full.subarray(0, full.byteLength - 10));
+    expect(() => SafetensorsFileSync.open(cut)).toThrow(expect.objectContaining({ code: 'OFFSET_OUT_OF_RANGE' }));
+    // A file cut short after it was opened (the header checked out) fails at the read.
+    await writeFile(cut, full);
+    const opened = SafetensorsFileSync.open(cut);
+    await truncate(cut, full.byteLength - 10);
+    const last = opened.names().at(-1)!;
+    expect(() => opened.read(last)).toThrow(expect.objectContaining({ code: 'TRUNCATED' }));
+    expect(() => opened.read(last)).toThrow(SafetensorsError);
+    opened.close();
+  });
+
+  it('nothing is read before a builder asks; at int8 only norms, the position table and the (fp16) vocabulary stay in memory', async () => {
+    const path = await file();
+    const w = Weights.load(path, 'int8');
+    expect(w.heldBytes()).toBe(0);
+    build(w);
+    expect(w.heldBytes()).toBe(bytes((n) => n.includes('layer_norm') || n.includes('relative_attention_bias') || n === 'shared.weight'));
+    build(w); // a second graph (another batch size) from the derived tensors
+    expect(w.unused()).toEqual([]);
+    const fp32 = Weights.load(path, 'fp32');
+    build(fp32);
+    expect(fp32.heldBytes()).toBe(bytes(() => true));
   });
 });
