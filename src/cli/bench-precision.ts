@@ -1,6 +1,7 @@
 import { Option, type Command } from 'commander';
 import { benchModelPrecision, benchPrecision, runPrecision, type PrecisionTarget } from '../bench/precision.js';
 import { parsePrecision, PRECISIONS, type Precision } from '../models/precision.js';
+import { HarmonicaError } from '../util/errors.js';
 import { int, printReport } from './report.js';
 
 interface Options {
@@ -37,6 +38,8 @@ export function registerBenchPrecision(bench: Command): void {
       if (o.stored !== 'float16' && o.stored !== 'float32') throw new Error(`--stored must be float16 or float32, got "${o.stored}"`);
       if (o.target !== 't5-xxl' && o.target !== 'dit-xl-2') throw new Error(`--target must be t5-xxl or dit-xl-2, got "${o.target}"`);
       const only = o.only?.map((p) => parsePrecision(p, '--only'));
+      // The benchmark runs on the CPU provider, which has no fp16 MatMul.
+      if (only?.includes('fp16')) throw new HarmonicaError('BAD_INPUT', '--only fp16: float16 MatMuls need CUDA; this benchmark runs on the CPU (fp32, int8, int4)');
       if (o.worker) {
         const row = await runPrecision({ target: o.target, weightsFile: o.worker, numLayers: o.layers, precision: only?.[0] ?? 'fp32', runs: o.runs, threads: o.threads ?? 1, outFile: o.workerOut! });
         return printReport({ ...row }, true);
