@@ -230,7 +230,10 @@ export class SafetensorsFileSync {
     private readonly fd: number,
     private readonly header: Header,
     private readonly dataStart: number,
-  ) {}
+  ) {
+    // Weights read for one graph build are dropped without a close(): their descriptor goes with them.
+    unclosedFiles.register(this, fd, this);
+  }
 
   static open(path: string): SafetensorsFileSync {
     const fd = openSync(path, 'r');
@@ -275,9 +278,12 @@ export class SafetensorsFileSync {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    unclosedFiles.unregister(this);
     closeSync(this.fd);
   }
 }
+
+const unclosedFiles = new FinalizationRegistry<number>((fd) => closeSync(fd));
 
 function readExactlySync(fd: number, into: Uint8Array, position: number, file: string, tensor?: string): void {
   let done = 0;
@@ -436,37 +442,5 @@ export async function readSafetensors(path: string): Promise<Map<string, HostTen
     return await file.readAll();
   } finally {
     await file.close();
-  }
-}
-
-/**
- * Every tensor of a file, read synchronously (for lazily loaded weights behind a synchronous
- * accessor); one tensor at a time, as the async reader does.
- */
-export function readSafetensorsSync(path: string): Map<string, HostTensor> {
-  const fd = openSync(path, 'r');
-  try {
-    const readAt = (into: Uint8Array, position: number, tensor?: string) => {
-      for (let done = 0; done < into.byteLength;) {
-        const n = readSync(fd, into, done, into.byteLength - done, position + done);
-        if (n === 0) throw new SafetensorsError('TRUNCATED', path, `unexpected end of file at byte ${position + done} (needed ${into.byteLength - done} more)`, tensor);
-        done += n;
-      }
-    };
-    const size = fstatSync(fd).size;
-    const prefix = new Uint8Array(8);
-    if (size >= 8) readAt(prefix, 0);
-    const n = headerLength(prefix, size, path);
-    const headerBytes = new Uint8Array(n);
-    readAt(headerBytes, 8);
-    const out = new Map<string, HostTensor>();
-    for (const [name, e] of parseHeader(headerBytes, size - 8 - n, path).entries) {
-      const data = allocate(e.dtype, numel(e.shape));
-      readAt(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), 8 + n + e.begin, name);
-      out.set(name, { dtype: e.dtype, shape: [...e.shape], data });
-    }
-    return out;
-  } finally {
-    closeSync(fd);
   }
 }
