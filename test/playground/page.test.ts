@@ -16,8 +16,8 @@ let redis: Redis;
 const prefix = `test-playground-${randomUUID().slice(0, 8)}`;
 const get = (url: string) => app.inject({ method: 'GET', url });
 /** Routers the bundled dit-mnist ships (a HarmoniCa one for 20 steps and an LTC one). */
-const HARMONICA = 'harmonica-t20-b1e-4';
-const LTC = 'ltc-t20-b2e-4';
+const HARMONICA = 'harmonica-t20-b1e-3';
+const LTC = 'ltc-t20-b2e-3';
 
 beforeAll(async () => {
   redis = connectRedis();
