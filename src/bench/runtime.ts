@@ -6,6 +6,7 @@ import { ditDenoiser, type Denoiser } from '../models/denoiser.js';
 import type { DitConfig } from '../models/dit.js';
 import { initDitWeights } from '../models/dit-init.js';
 import { randomTensor } from '../models/init.js';
+import type { Precision } from '../models/precision.js';
 import { Weights } from '../models/weights.js';
 import { Session } from '../onnx/session.js';
 import { Rng } from '../tensor/rng.js';
@@ -52,13 +53,13 @@ function policyMasks(policy: CachePolicy, model: Denoiser, steps: number): boole
  * the plain graph, the executor computing everything, and FORA(2)/(3), interleaved run by
  * run; per-step medians.
  */
-export async function benchRuntime(options: { runs?: number; steps?: number; config?: DitConfig } = {}): Promise<RuntimeBenchResult> {
+export async function benchRuntime(options: { runs?: number; steps?: number; config?: DitConfig; precision?: Precision } = {}): Promise<RuntimeBenchResult> {
   const runs = options.runs ?? 5;
   const steps = options.steps ?? 12;
   const cfg = options.config ?? DIT_S_2;
   const batch = 2; // one sample with classifier-free guidance
   const model = ditDenoiser(cfg);
-  const weights = new Weights(initDitWeights(cfg, 0));
+  const weights = new Weights(initDitWeights(cfg, 0), 'random', options.precision);
   const rng = new Rng(1);
   const feeds: Record<string, HostTensor> = {
     x: randomTensor([batch, cfg.inChannels, cfg.inputSize, cfg.inputSize], rng),
@@ -106,7 +107,7 @@ export async function benchRuntime(options: { runs?: number; steps?: number; con
     return { policy: s, stepMs: round(stepMs, 2), macSpeedup: round(macSpeedup), measuredSpeedup: round(measuredSpeedup), efficiency: round(measuredSpeedup / macSpeedup) };
   });
   return {
-    model: `DiT d${cfg.depth} h${cfg.hidden} ${(cfg.inputSize / cfg.patchSize) ** 2} tokens, random weights`,
+    model: `DiT d${cfg.depth} h${cfg.hidden} ${(cfg.inputSize / cfg.patchSize) ** 2} tokens, random weights, ${weights.precision}`,
     batch,
     steps,
     rows,

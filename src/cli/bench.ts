@@ -2,6 +2,8 @@ import type { Command } from 'commander';
 import { benchOptimizer } from '../bench/optimizer.js';
 import { benchOrt } from '../bench/ort.js';
 import { benchRealSize } from '../bench/real-size.js';
+import { parsePrecision, PRECISIONS, type Precision } from '../models/precision.js';
+import { registerBenchPrecision } from './bench-precision.js';
 import { benchRuntime } from '../bench/runtime.js';
 import { registerBenchCache } from './bench-cache.js';
 import { registerBenchService } from './bench-service.js';
@@ -29,9 +31,10 @@ export function registerBench(program: Command): void {
     .description('cached executor on a DiT-S/2-sized random model: no cache, FORA(2), FORA(3) vs the plain graph')
     .option('--runs <n>', 'interleaved rounds (medians are reported)', int, 5)
     .option('--steps <n>', 'steps per trajectory', int, 12)
+    .option('--precision <p>', `transformer weights: ${PRECISIONS.join(' | ')}`, (v) => parsePrecision(v, '--precision'), 'fp32')
     .option('--json', 'print one JSON object')
-    .action(async (o: { runs: number; steps: number; json?: boolean }) => {
-      const result = await benchRuntime({ runs: o.runs, steps: o.steps });
+    .action(async (o: { runs: number; steps: number; precision: Precision; json?: boolean }) => {
+      const result = await benchRuntime({ runs: o.runs, steps: o.steps, precision: o.precision });
       if (o.json) return printReport({ ...result }, true);
       printReport({ model: result.model, batch: result.batch, steps: result.steps, plainStepMs: result.plainStepMs, executorOverhead: result.executorOverhead }, false);
       console.table(result.rows);
@@ -56,5 +59,6 @@ export function registerBench(program: Command): void {
       console.table(result.phases.map((p) => Object.fromEntries(Object.entries(p).map(([k, v]) => [k, typeof v === 'number' ? Number(v.toFixed(k === 'peakRssGb' ? 2 : 1)) : v]))));
     });
   registerBenchCache(bench);
+  registerBenchPrecision(bench);
   registerBenchService(bench);
 }

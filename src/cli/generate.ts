@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { writeFile } from 'node:fs/promises';
 import { extname } from 'node:path';
 import { Engine, type StepEvent } from '../engine/engine.js';
+import { parsePrecision, PRECISIONS, type Precision } from '../models/precision.js';
 import { encodeImage } from '../engine/image.js';
 import { Progress } from '../util/progress.js';
 import { int, printReport } from './report.js';
@@ -21,6 +22,8 @@ interface GenerateOptions {
   json?: boolean;
   threads?: number;
   device: 'cpu' | 'cuda';
+  precision?: Precision;
+  textEncoderPrecision?: Precision;
 }
 
 /** `out.png` for one image, `out-0.png`, `out-1.png`, ... for several. */
@@ -48,9 +51,12 @@ export function registerGenerate(program: Command): void {
     .option('--out <file>', 'PNG file (several images get -0, -1, ...)', 'out.png')
     .option('--threads <n>', 'ORT intra-op threads', int)
     .option('--device <device>', 'cpu | cuda', 'cpu')
+    .option('--precision <p>', `transformer weights: ${PRECISIONS.join(' | ')} (fp16 needs cuda)`, (v) => parsePrecision(v, '--precision'))
+    .option('--text-encoder-precision <p>', `T5 encoder weights: ${PRECISIONS.join(' | ')}`, (v) => parsePrecision(v, '--text-encoder-precision'))
     .option('--json', 'print the report as one JSON object')
     .action(async (o: GenerateOptions) => {
-      const engine = await Engine.open(o.model, { threads: o.threads, device: o.device });
+      const precision = { transformer: o.precision, textEncoder: o.textEncoderPrecision };
+      const engine = await Engine.open(o.model, { threads: o.threads, device: o.device, precision });
       const req = engine.resolve({ classLabel: o.class, prompt: o.prompt, negativePrompt: o.negative, steps: o.steps, sampler: o.sampler, cfg: o.cfg, cache: o.cache, seed: o.seed, n: o.n });
       const progress = new Progress(`generate ${engine.id}`, req.steps, 'steps');
       // From the process's start to the first step's start: Node, the package, the sessions.

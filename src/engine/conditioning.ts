@@ -71,7 +71,7 @@ export interface TextEncoderFiles {
  */
 export class TextConditioning implements Conditioning {
   private readonly config: T5Config;
-  private readonly sessions = new Map<number, Promise<Session>>();
+  private encoderSession: Promise<Session> | null = null;
 
   constructor(
     readonly modelId: string,
@@ -92,25 +92,36 @@ export class TextConditioning implements Conditioning {
     }
   }
 
-  private encoder(rows: number): Promise<Session> {
-    let s = this.sessions.get(rows);
-    if (!s) {
+  /**
+   * One batch-1 encoder session for every request: a request has at most two distinct
+   * prompts (the caption and the negative one), and one session means one copy of the
+   * encoder's weights in ORT (T5-XXL: 4.7 GB at int8) whatever the batch.
+   */
+  private encoder(): Promise<Session> {
+    if (!this.encoderSession) {
       const L = this.files.maxLength;
       const build = () => {
         const b = new GraphBuilder('t5_encoder');
-        const ids = b.input('input_ids', 'int64', [rows, L]);
-        const mask = b.input('attention_mask', 'int64', [rows, L]);
+        const ids = b.input('input_ids', 'int64', [1, L]);
+        const mask = b.input('attention_mask', 'int64', [1, L]);
         b.output(buildT5Encoder(b, this.files.loadWeights(), this.config, ids, mask), 'hidden');
         return b.graph;
       };
-      const key = { ...this.compiled.key, graph: 't5_encoder', rows, maxLength: L };
-      this.sessions.set(rows, (s = openGraph(this.compiled.cache, key, build, this.session).then((o) => o.session)));
+      const key = { ...this.compiled.key, graph: 't5_encoder', rows: 1, maxLength: L };
+      this.encoderSession = openGraph(this.compiled.cache, key, build, this.session).then((o) => o.session);
     }
-    return s;
+    return this.encoderSession;
   }
 
-  async prepare(rows: number): Promise<void> {
-    await this.encoder(rows);
+  private async encode(e: { ids: number[]; mask: number[] }): Promise<Float32Array> {
+    const L = this.files.maxLength;
+    const { hidden } = await (await this.encoder()).run({ input_ids: tensor('int64', [1, L], e.ids), attention_mask: tensor('int64', [1, L], e.mask) });
+    return hidden!.data as Float32Array;
+  }
+
+  /** The encoder session serves every batch size. */
+  async prepare(): Promise<void> {
+    await this.encoder();
   }
 
   async build(req: ConditionRequest, rows: number): Promise<Conditions> {
@@ -118,11 +129,14 @@ export class TextConditioning implements Conditioning {
     const positive = this.files.tokenizer.encode(req.prompt!, L);
     const negative = this.files.tokenizer.encode(req.negativePrompt ?? '', L);
     const rowsEncoded = Array.from({ length: rows }, (_, i) => (i < req.n ? positive : negative));
-    const ids = tensor('int64', [rows, L], rowsEncoded.flatMap((e) => e.ids));
-    const mask = tensor('int64', [rows, L], rowsEncoded.flatMap((e) => e.mask));
-    const { hidden } = await (await this.encoder(rows)).run({ input_ids: ids, attention_mask: mask });
+    const pos = await this.encode(positive);
+    const neg = rows > req.n ? await this.encode(negative) : pos;
+    const width = pos.length;
+    const data = new Float32Array(rows * width);
+    for (let i = 0; i < rows; i++) data.set(i < req.n ? pos : neg, i * width);
+    const hidden = tensor('float32', [rows, L, width / L], data);
     const feeds: Record<string, HostTensor> = {
-      encoder_hidden_states: hidden!,
+      encoder_hidden_states: hidden,
       encoder_attention_mask: tensor('float32', [rows, L], rowsEncoded.flatMap((e) => e.mask)),
     };
     if (this.microConditions) {

@@ -11,12 +11,13 @@ import { createDenoiser, type Denoiser } from '../models/denoiser.js';
 import type { DitConfig } from '../models/dit.js';
 import { buildVaeDecoder, vaeConfigFromDiffusers } from '../models/vae.js';
 import { TextTokenizer } from '../models/tokenizer.js';
+import { parseComponentPrecision, type ComponentPrecision, type Precision } from '../models/precision.js';
 import { Weights } from '../models/weights.js';
 import { GraphBuilder } from '../onnx/builder.js';
 import { CompiledCache, openGraph, type CompiledModel } from '../onnx/compiled-cache.js';
 import type { Session, SessionConfig } from '../onnx/session.js';
 import { Rng } from '../tensor/rng.js';
-import { readSafetensorsSync } from '../tensor/safetensors.js';
+import { SafetensorsFileSync } from '../tensor/safetensors.js';
 import { tensor, type HostTensor } from '../tensor/tensor.js';
 import { defaultCacheDir } from '../util/cache-dir.js';
 import { HarmonicaError } from '../util/errors.js';
@@ -83,6 +84,8 @@ export interface GenerateReport {
   compiledCache: 'hit' | 'miss' | 'off';
   /** Peak resident memory of the process so far (mapped weight files included). */
   peakRssMb: number;
+  /** How each component's matrix weights ran (precision.ts). */
+  precision: ComponentPrecision;
   /** e.g. promptTokens and promptTruncated for text models. */
   notes: Record<string, unknown>;
 }
@@ -101,6 +104,8 @@ export interface GenerateOptions {
 export interface EngineOptions extends SessionConfig {
   /** Compiled models and file hashes (default: defaultCacheDir(); null keeps nothing on disk). */
   cacheDir?: string | null;
+  /** Per component; default fp32 everywhere. */
+  precision?: ComponentPrecision;
 }
 
 /** Image encoders write 1 (gray) or 3 (RGB) channels; anything else is a latent for a VAE. */
@@ -128,19 +133,29 @@ export class Engine {
     private readonly compiled: CompiledModel,
     /** Engine.open's own time: manifest, hashes, tokenizer. */
     readonly openMs: number,
+    /** How each component's matrix weights run (every component named). */
+    readonly precision: ComponentPrecision,
   ) {
     this.device = session.device ?? 'cpu';
   }
 
   static async open(nameOrDir: string, options: EngineOptions = {}): Promise<Engine> {
     const t0 = performance.now();
-    const { cacheDir = defaultCacheDir(), ...session } = options;
+    const { cacheDir = defaultCacheDir(), precision: asked, ...session } = options;
+    const precision = parseComponentPrecision(asked);
+    const config: SessionConfig = { threads: availableParallelism(), ...session };
+    for (const [component, p] of Object.entries(precision)) {
+      if (p === 'fp16' && config.device !== 'cuda') {
+        throw new HarmonicaError('BAD_INPUT', `precision.${component} fp16 runs float16 MatMuls, which ONNX Runtime has on CUDA only: use device cuda, or fp32, int8 or int4 on the CPU`);
+      }
+    }
     const pkg = await openModelPackage(nameOrDir, cacheDir);
     const m = pkg.manifest;
-    const config: SessionConfig = { threads: availableParallelism(), ...session };
     const cache = cacheDir ? new CompiledCache(cacheDir) : null;
     const model = createDenoiser(m.family, m.config);
-    const load = (file: string) => () => new Weights(readSafetensorsSync(join(pkg.dir, file)), `${m.id}/${file}`);
+    if (precision.textEncoder && model.conditioning !== 'text') throw new HarmonicaError('BAD_INPUT', `precision.textEncoder: ${m.id} is class-conditional and has no text encoder`);
+    const used: ComponentPrecision = { transformer: precision.transformer ?? 'fp32', ...(model.conditioning === 'text' ? { textEncoder: precision.textEncoder ?? 'fp32' } : {}) };
+    const load = (file: string, p?: Precision) => () => Weights.load(join(pkg.dir, file), p, `${m.id}/${file}`);
     const vae = m.vae ? { load: load(m.vae.weights), config: vaeConfigFromDiffusers(m.vae.config), key: { vae: m.files[m.vae.weights], config: m.vae.config } } : null;
     let conditioning: Conditioning;
     if (model.conditioning === 'text') {
@@ -150,13 +165,13 @@ export class Engine {
       const [, h, w] = model.latentShape;
       const scale = vae ? 8 : 1;
       const micro = (m.config as { useAdditionalConditions?: boolean }).useAdditionalConditions ? [h * scale, w * scale] as [number, number] : null;
-      const encoder = { cache, key: { t5: m.files[te.weights], config: te.config, maxLength: te.maxLength } };
-      conditioning = new TextConditioning(m.id, { config: te.config, loadWeights: load(te.weights), tokenizer, maxLength: te.maxLength }, config, micro, encoder);
+      const encoder = { cache, key: { t5: m.files[te.weights], config: te.config, maxLength: te.maxLength, precision: used.textEncoder } };
+      conditioning = new TextConditioning(m.id, { config: te.config, loadWeights: load(te.weights, used.textEncoder), tokenizer, maxLength: te.maxLength }, config, micro, encoder);
     } else {
       conditioning = new ClassConditioning(m.id, (m.config as { numClasses: number }).numClasses);
     }
-    const compiled = { cache, key: { weights: pkg.sha256, family: m.family, layout: m.layout, config: m.config } };
-    return new Engine(pkg, model, vae, conditioning, config, compiled, performance.now() - t0);
+    const compiled = { cache, key: { weights: pkg.sha256, family: m.family, layout: m.layout, config: m.config, precision: used.transformer } };
+    return new Engine(pkg, model, vae, conditioning, config, compiled, performance.now() - t0, used);
   }
 
   get id(): string {
@@ -175,9 +190,11 @@ export class Engine {
   private readWeights(): Weights {
     if (this.pinned) return this.pinned;
     const m = this.pkg.manifest;
-    const raw = readSafetensorsSync(join(this.pkg.dir, WEIGHTS_FILE));
-    const canonical = m.family === 'dit' && (m.layout === 'original' || isOriginalDitLayout(raw.keys())) ? originalDitToDiffusers(raw, m.config as unknown as DitConfig) : raw;
-    return new Weights(canonical, `${m.id}/${WEIGHTS_FILE}`);
+    // Read tensor by tensor as the graph is built (quantized ones never whole); the original
+    // DiT layout is remapped, so it is read whole.
+    const file = SafetensorsFileSync.open(join(this.pkg.dir, WEIGHTS_FILE));
+    const original = m.family === 'dit' && (m.layout === 'original' || isOriginalDitLayout(file.names()));
+    return new Weights(original ? originalDitToDiffusers(file.readAll(), m.config as unknown as DitConfig) : file, `${m.id}/${WEIGHTS_FILE}`, this.precision.transformer);
   }
 
   /** Where this engine runs, for reports: `cpu` when CUDA was asked for and fell back. */
@@ -305,7 +322,7 @@ export class Engine {
       report: {
         model: this.id, modelSha256: this.pkg.sha256, policy: policy.spec, sampler: req.sampler, steps: req.steps, cfg: req.cfg,
         seed: req.seed, n: req.n, stepsMs, totalMs, computedSlots, reusedSlots, cur: reusedSlots / (decisions.length * slots.length),
-        macSpeedup: macSpeedup(this.model, decisions), decisions, machine: this.machine,
+        macSpeedup: macSpeedup(this.model, decisions), decisions, machine: this.machine, precision: this.precision,
         openMs: this.openMs, sessionsMs, compiledCache: executor.cacheOutcome, peakRssMb: Math.round(process.resourceUsage().maxRSS / 1024),
         notes: conditions.notes,
       },

@@ -4,7 +4,7 @@ import { HarmonicaError } from '../util/errors.js';
 import { patchify, sincos2d, TIMESTEP_FEATURES, timestepFeatures, unpatchify } from './embeddings.js';
 import { ADALN_NORM_EPS, attention, linear, mlp, modulate, type AttentionParams, type LinearParams, type MlpParams } from './layers.js';
 import { macs, type SlotInfo, type SublayerHooks } from './sublayer.js';
-import { loadLinear, loadPatchEmbedding, type Weights } from './weights.js';
+import { loadLinear, loadLinearChunks, loadParam, loadPatchEmbedding, type Weights } from './weights.js';
 
 /**
  * DiT (Peebles & Xie, 2023): class-conditional adaLN-Zero transformer over image patches.
@@ -79,7 +79,8 @@ export function ditOtherMacs(cfg: DitConfig): number {
 
 interface BlockParams {
   embedder: { timestep1: LinearParams; timestep2: LinearParams; classTable: Value };
-  modulation: LinearParams;
+  /** adaLN-Zero's SiLU(c) -> 6D projection, by chunk: [shift, scale] and gate, for attention then MLP. */
+  modulation: { msa: LinearParams; gateMsa: LinearParams; mlp: LinearParams; gateMlp: LinearParams };
   attn: AttentionParams;
   mlp: MlpParams;
 }
@@ -92,23 +93,29 @@ function loadBlock(b: GraphBuilder, w: Weights, cfg: DitConfig, i: number, embed
   const emb = `${k}.norm1.emb`;
   // Original checkpoints share one embedder; the converter maps every block to the same
   // tensors, and sharing them here keeps one copy in the graph.
-  const identity = w.get(`${emb}.timestep_embedder.linear_1.weight`);
+  const identity = w.identity(`${emb}.timestep_embedder.linear_1.weight`);
   let embedder = embedderCache.get(identity);
   if (!embedder) {
     embedder = {
       timestep1: loadLinear(b, w, `${emb}.timestep_embedder.linear_1`, TIMESTEP_FEATURES, d),
       timestep2: loadLinear(b, w, `${emb}.timestep_embedder.linear_2`, d, d),
-      classTable: b.param(`${emb}.class_embedder.embedding_table.weight`, w.get(`${emb}.class_embedder.embedding_table.weight`, [cfg.numClasses + 1, d])),
+      classTable: loadParam(b, w, `${emb}.class_embedder.embedding_table.weight`, [cfg.numClasses + 1, d]),
     };
     embedderCache.set(identity, embedder);
   }
   const lin = (name: string, i2: number, o: number) => loadLinear(b, w, `${k}.${name}`, i2, o);
   return {
     embedder,
-    modulation: lin('norm1.linear', d, 6 * d),
+    modulation: loadModulation(b, w, `${k}.norm1.linear`, d),
     attn: { q: lin('attn1.to_q', d, d), k: lin('attn1.to_k', d, d), v: lin('attn1.to_v', d, d), out: lin('attn1.to_out.0', d, d) },
     mlp: { fc1: lin('ff.net.0.proj', d, cfg.mlpRatio * d), fc2: lin('ff.net.2', cfg.mlpRatio * d, d) },
   };
+}
+
+/** adaLN-Zero's chunks [shift, scale, gate] x [msa, mlp] as separate projections (a reused sublayer needs only its gate). */
+function loadModulation(b: GraphBuilder, w: Weights, prefix: string, d: number): BlockParams['modulation'] {
+  const [msa, gateMsa, mlp, gateMlp] = loadLinearChunks(b, w, prefix, d, 6 * d, [[0, 2 * d], [2 * d, 3 * d], [3 * d, 5 * d], [5 * d, 6 * d]]) as [LinearParams, LinearParams, LinearParams, LinearParams];
+  return { msa, gateMsa, mlp, gateMlp };
 }
 
 /** c = timestep embedding + class embedding, [B, D]. */
@@ -157,15 +164,12 @@ export function buildDit(b: GraphBuilder, w: Weights, cfg: DitConfig, io: DitInp
     // adaLN-Zero modulation, chunks [shift, scale, gate] x [msa, mlp]. Only the gates are
     // needed when a sublayer is reused; shift and scale are computed inside the sublayer.
     const c = b.silu(condOf(params.embedder));
-    const chunk = (bb: GraphBuilder, from: number, count: number) => {
-      const { weight, bias } = params.modulation;
-      return linear(bb, c, { weight: bb.slice(weight, [from * d], [(from + count) * d], [1]), bias: bb.slice(bias!, [from * d], [(from + count) * d], [0]) });
-    };
-    const gateMsa = b.unsqueeze(chunk(b, 2, 1), [1]);
-    const gateMlp = b.unsqueeze(chunk(b, 5, 1), [1]);
+    const m = params.modulation;
+    const gateMsa = b.unsqueeze(linear(b, c, m.gateMsa), [1]);
+    const gateMlp = b.unsqueeze(linear(b, c, m.gateMlp), [1]);
     const blockInput = h;
     const attnInput = (bb: GraphBuilder) => {
-      const [shift, scale] = bb.split(chunk(bb, 0, 2), [d, d], 1) as [Value, Value];
+      const [shift, scale] = bb.split(linear(bb, c, m.msa), [d, d], 1) as [Value, Value];
       return modulate(bb, bb.layerNorm(blockInput, null, null, { epsilon: ADALN_NORM_EPS }), shift, scale);
     };
     let probedInput: Value | undefined;
@@ -178,7 +182,7 @@ export function buildDit(b: GraphBuilder, w: Weights, cfg: DitConfig, io: DitInp
     const afterAttn = h;
     h = hooks.gated(slots[2 * i + 1]!, h, gateMlp, (bb) =>
       bb.scope('mlp', () => {
-        const [shift, scale] = bb.split(chunk(bb, 3, 2), [d, d], 1) as [Value, Value];
+        const [shift, scale] = bb.split(linear(bb, c, m.mlp), [d, d], 1) as [Value, Value];
         return mlp(bb, modulate(bb, bb.layerNorm(afterAttn, null, null, { epsilon: cfg.mlpNormEps }), shift, scale), params.mlp);
       }));
     if (i === 0) hooks.probe('firstBlock.residual', b.sub(h, blockInput));

@@ -7,8 +7,20 @@ import type { Value } from '../onnx/ir.js';
  */
 
 export interface LinearParams {
+  /** Float [in, out] (float32, or float16 for fp16 MatMuls), or the data of a quantized weight. */
   weight: Value;
   bias?: Value | null;
+  /** Set for weight-only quantized weights, applied through ORT's quantized MatMuls. */
+  quant?: QuantizedLinear;
+}
+
+/** int8: `weight` int8 [in, out] with per-column scales; int4: `weight` packed [out, blocks, blockSize / 2]. */
+export type QuantizedLinear =
+  | { kind: 'int8'; scales: Value }
+  | { kind: 'int4'; scales: Value; zeroPoints: Value; inFeatures: number; blockSize: number; accuracyLevel: number };
+
+export function outFeatures(p: LinearParams): number {
+  return p.quant?.kind === 'int4' ? p.weight.shape[0]! : p.weight.shape[1]!;
 }
 
 export interface AttentionParams {
@@ -27,7 +39,14 @@ export interface MlpParams {
 export const ADALN_NORM_EPS = 1e-6;
 
 export function linear(b: GraphBuilder, x: Value, p: LinearParams): Value {
-  return b.linear(x, p.weight, p.bias);
+  const q = p.quant;
+  let y: Value;
+  if (q?.kind === 'int8') y = b.dynamicQuantizeMatMul(x, p.weight, q.scales);
+  else if (q?.kind === 'int4') {
+    y = b.matMulNBits(x, p.weight, q.scales, q.zeroPoints, { k: q.inFeatures, n: outFeatures(p), bits: 4, blockSize: q.blockSize, accuracyLevel: q.accuracyLevel });
+  } else if (p.weight.dtype !== x.dtype) y = b.cast(b.matmul(b.cast(x, p.weight.dtype), p.weight), x.dtype); // fp16 MatMuls
+  else y = b.matmul(x, p.weight);
+  return p.bias ? b.add(y, p.bias) : y;
 }
 
 /** x * (1 + scale) + shift, with per-sample [B, D] modulation broadcast over tokens. */
@@ -47,7 +66,7 @@ function splitHeads(b: GraphBuilder, x: Value, heads: number, keysFirst = false)
  */
 export function attention(b: GraphBuilder, x: Value, context: Value, p: AttentionParams, heads: number, mask?: Value): Value {
   const [batch, tokens, width] = x.shape as [number, number, number];
-  const headDim = p.q.weight.shape[1]! / heads;
+  const headDim = outFeatures(p.q) / heads;
   const q = splitHeads(b, linear(b, x, p.q), heads);
   const kT = splitHeads(b, linear(b, context, p.k), heads, true);
   const v = splitHeads(b, linear(b, context, p.v), heads);
@@ -73,7 +92,7 @@ export interface AdaLNBlockParams {
 
 /** The six adaLN-Zero modulation vectors of a DiT block, each [B, D]. */
 export function adaLNModulation(b: GraphBuilder, c: Value, p: LinearParams): Value[] {
-  const width = p.weight.shape[1]! / 6;
+  const width = outFeatures(p) / 6;
   return b.split(linear(b, b.silu(c), p), [width, width, width, width, width, width], 1);
 }
 

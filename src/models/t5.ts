@@ -2,8 +2,8 @@ import type { GraphBuilder } from '../onnx/builder.js';
 import type { Value } from '../onnx/ir.js';
 import { tensor, type HostTensor } from '../tensor/tensor.js';
 import { HarmonicaError } from '../util/errors.js';
-import { linear, type LinearParams } from './layers.js';
-import { loadLinear, loadParam, type Weights } from './weights.js';
+import { linear, outFeatures, type LinearParams } from './layers.js';
+import { loadEmbedding, loadLinear, loadParam, type Weights } from './weights.js';
 
 /**
  * The T5 encoder (transformers' `T5EncoderModel`), PixArt-alpha's text encoder, built from a
@@ -133,7 +133,7 @@ function t5SelfAttention(b: GraphBuilder, x: Value, p: { q: LinearParams; k: Lin
   const v = splitHeads(b, linear(b, x, p.v), heads);
   const scores = b.add(b.matmul(q, b.transposeLast(k)), bias);
   const mixed = b.matmul(b.softmax(scores, -1), v);
-  const inner = p.q.weight.shape[1]!;
+  const inner = outFeatures(p.q);
   return linear(b, b.reshape(b.transpose(mixed, [0, 2, 1, 3]), [batch, tokens, inner]), p.o);
 }
 
@@ -171,7 +171,7 @@ export function buildT5Encoder(b: GraphBuilder, w: Weights, cfg: T5Config, input
     // Checkpoints saved with tied weights keep only one of the two names.
     const embedName = ['shared.weight', 'encoder.embed_tokens.weight'].find((n) => w.has(n));
     if (!embedName) throw new HarmonicaError('MISSING_WEIGHT', `${w.source}: missing weight "shared.weight" (or "encoder.embed_tokens.weight")`);
-    let h = b.gather(loadParam(b, w, embedName, [cfg.vocabSize, dModel]), inputIds, 0);
+    let h = loadEmbedding(b, w, embedName, [cfg.vocabSize, dModel], inputIds);
 
     // Block 0's relative position bias is computed once and reused by every layer, with the
     // padding mask folded in: [1, H, L, L] + [B, 1, 1, L] -> [B, H, L, L].

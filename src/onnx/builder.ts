@@ -1,6 +1,6 @@
 import { DTYPES, type DType } from '../tensor/dtype.js';
 import { sliceTensor, tensor, type HostTensor } from '../tensor/tensor.js';
-import { attr, Graph, Value, type Attr, type Node, type ParamOrigin, type Shape } from './ir.js';
+import { attr, CONTRIB_DOMAIN, Graph, Value, type Attr, type Node, type ParamOrigin, type Shape } from './ir.js';
 import { broadcastShapes, normalizeAxes, normalizeAxis, reshapeTarget, sameShape, ShapeError } from './shapes.js';
 
 /** The cubic coefficient of GELU's tanh approximation (Hendrycks & Gimpel, 2016). */
@@ -278,6 +278,43 @@ export class GraphBuilder {
       beta: attr.float(opts.beta ?? 1),
     };
     return this.node('Gemm', c ? [a, b, c] : [a, b], [[a.dtype, [m, n]]], attrs)[0]!;
+  }
+
+  /**
+   * ORT's contrib DynamicQuantizeMatMul: x (float; quantized to uint8 on every call) times
+   * int8 weights [K, N] with per-column scales [N].
+   */
+  dynamicQuantizeMatMul(x: Value, weight: Value, scales: Value): Value {
+    const [k, n] = weight.shape as [number, number];
+    if (weight.rank !== 2 || weight.dtype !== 'int8') throw new ShapeError(`DynamicQuantizeMatMul: weight must be int8 [K, N], got ${weight.dtype}[${weight.shape}]`);
+    if (x.dtype !== 'float32' || x.shape[x.rank - 1] !== k) throw new ShapeError(`DynamicQuantizeMatMul: x ${x.dtype}[${x.shape}] must be float32 [..., ${k}]`);
+    if (scales.dtype !== 'float32' || !sameShape(scales.shape, [n])) throw new ShapeError(`DynamicQuantizeMatMul: scales must be float32 [${n}], got ${scales.dtype}[${scales.shape}]`);
+    return this.contrib('DynamicQuantizeMatMul', [x, weight, scales], [[x.dtype, [...x.shape.slice(0, -1), n]]], {});
+  }
+
+  /**
+   * ORT's contrib MatMulNBits: x (float, [..., K]) times weights quantized in blocks of
+   * `blockSize` along K, packed [N, blocks, blockSize * bits / 8], with scales [N * blocks]
+   * and packed uint8 zero points [N * ceil(blocks * bits / 8)]. `accuracyLevel` 4 lets ORT
+   * quantize x to int8 for the product (faster on CPUs with VNNI).
+   */
+  matMulNBits(x: Value, weight: Value, scales: Value, zeroPoints: Value, opts: { k: number; n: number; bits: number; blockSize: number; accuracyLevel?: number }): Value {
+    const { k, n, bits, blockSize } = opts;
+    const blocks = Math.ceil(k / blockSize);
+    const expected = [n, blocks, (blockSize * bits) / 8];
+    if (weight.dtype !== 'uint8' || !sameShape(weight.shape, expected)) throw new ShapeError(`MatMulNBits: weight must be uint8 [${expected}], got ${weight.dtype}[${weight.shape}]`);
+    if (x.dtype !== 'float32' || x.shape[x.rank - 1] !== k) throw new ShapeError(`MatMulNBits: x ${x.dtype}[${x.shape}] must be float32 [..., ${k}]`);
+    if (!sameShape(scales.shape, [n * blocks])) throw new ShapeError(`MatMulNBits: scales must be [${n * blocks}], got [${scales.shape}]`);
+    if (!sameShape(zeroPoints.shape, [n * Math.ceil((blocks * bits) / 8)])) throw new ShapeError(`MatMulNBits: zero points must be [${n * Math.ceil((blocks * bits) / 8)}], got [${zeroPoints.shape}]`);
+    const attrs = { K: attr.int(k), N: attr.int(n), bits: attr.int(bits), block_size: attr.int(blockSize), accuracy_level: attr.int(opts.accuracyLevel ?? 0) };
+    return this.contrib('MatMulNBits', [x, weight, scales, zeroPoints], [[x.dtype, [...x.shape.slice(0, -1), n]]], attrs);
+  }
+
+  /** A node of ORT's com.microsoft operator set. */
+  private contrib(op: string, inputs: Value[], outputs: [DType, Shape][], attrs: Record<string, Attr>): Value {
+    const [out] = this.node(op, inputs, outputs, attrs);
+    out!.producer!.domain = CONTRIB_DOMAIN;
+    return out!;
   }
 
   /** x @ weight + bias, with weight stored [in, out]. */

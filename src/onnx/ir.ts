@@ -10,6 +10,9 @@ export interface ParamOrigin {
   toCheckpoint: (graphLayout: HostTensor) => HostTensor;
 }
 
+/** The operator set domain of ONNX Runtime's contrib operators (quantized MatMuls). */
+export const CONTRIB_DOMAIN = 'com.microsoft';
+
 export type ValueKind = 'input' | 'initializer' | 'constant' | 'node';
 
 /**
@@ -56,6 +59,8 @@ export const attr = {
 
 export interface Node {
   op: string;
+  /** Operator set domain; absent is the default ONNX domain (e.g. 'com.microsoft' for ORT's contrib ops). */
+  domain?: string;
   name: string;
   /** `null` marks an omitted optional input. */
   inputs: (Value | null)[];

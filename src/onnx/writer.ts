@@ -4,7 +4,7 @@ import { once } from 'node:events';
 import protobuf from 'onnx-proto';
 import { DTYPES } from '../tensor/dtype.js';
 import { bytesOf, type HostTensor } from '../tensor/tensor.js';
-import { nodeReads, type Attr, type Graph, type Node, type Value } from './ir.js';
+import { CONTRIB_DOMAIN, nodeReads, type Attr, type Graph, type Node, type Value } from './ir.js';
 
 const { onnx } = protobuf;
 
@@ -71,6 +71,7 @@ function graphProto(graph: Graph, externalize?: Externalize): protobuf.onnx.IGra
     node: nodes.map((n) => ({
       name: n.name,
       opType: n.op,
+      domain: n.domain ?? '',
       input: n.inputs.map((v) => (v ? v.name : '')),
       output: n.outputs.map((v) => v.name),
       attribute: Object.entries(n.attrs).map(([k, a]) => attribute(k, a, externalize)),
@@ -82,7 +83,8 @@ function modelProto(graph: Graph, externalize?: Externalize): protobuf.onnx.Mode
   return onnx.ModelProto.create({
     irVersion: IR_VERSION,
     producerName: 'harmonica',
-    opsetImport: [{ domain: '', version: OPSET }],
+    // ORT's contrib ops (weight-only quantized MatMuls) live in com.microsoft, version 1.
+    opsetImport: [{ domain: '', version: OPSET }, { domain: CONTRIB_DOMAIN, version: 1 }],
     graph: graphProto(graph, externalize),
   });
 }

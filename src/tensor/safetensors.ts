@@ -218,6 +218,85 @@ export class SafetensorsFile {
   }
 }
 
+/**
+ * A safetensors file read tensor by tensor, synchronously, when a tensor is first asked for:
+ * graph builders are synchronous, and a checkpoint bigger than memory is never held whole.
+ */
+export class SafetensorsFileSync {
+  private closed = false;
+
+  private constructor(
+    readonly path: string,
+    private readonly fd: number,
+    private readonly header: Header,
+    private readonly dataStart: number,
+  ) {
+    // Weights read for one graph build are dropped without a close(): their descriptor goes with them.
+    unclosedFiles.register(this, fd, this);
+  }
+
+  static open(path: string): SafetensorsFileSync {
+    const fd = openSync(path, 'r');
+    try {
+      const size = fstatSync(fd).size;
+      const prefix = new Uint8Array(8);
+      if (size >= 8) readExactlySync(fd, prefix, 0, path);
+      const n = headerLength(prefix, size, path);
+      const headerBytes = new Uint8Array(n);
+      readExactlySync(fd, headerBytes, 8, path);
+      return new SafetensorsFileSync(path, fd, parseHeader(headerBytes, size - 8 - n, path), 8 + n);
+    } catch (e) {
+      closeSync(fd);
+      throw e;
+    }
+  }
+
+  names(): string[] {
+    return [...this.header.entries.keys()];
+  }
+
+  info(name: string): TensorInfo {
+    const { dtype, shape, byteLength } = lookup(this.header, name, this.path);
+    return { dtype, shape: [...shape], byteLength };
+  }
+
+  read(name: string): HostTensor {
+    const e = lookup(this.header, name, this.path);
+    if (this.closed) throw new Error(`${this.path}: read of ${JSON.stringify(name)} after close()`);
+    const data = allocate(e.dtype, numel(e.shape));
+    readExactlySync(this.fd, new Uint8Array(data.buffer, data.byteOffset, data.byteLength), this.dataStart + e.begin, this.path, name);
+    return { dtype: e.dtype, shape: [...e.shape], data };
+  }
+
+  /** Every tensor, and the file closed. */
+  readAll(): Map<string, HostTensor> {
+    const out = new Map(this.names().map((n) => [n, this.read(n)]));
+    this.close();
+    return out;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    unclosedFiles.unregister(this);
+    closeSync(this.fd);
+  }
+}
+
+const unclosedFiles = new FinalizationRegistry<number>((fd) => closeSync(fd));
+
+function readExactlySync(fd: number, into: Uint8Array, position: number, file: string, tensor?: string): void {
+  let done = 0;
+  while (done < into.byteLength) {
+    // One read() is capped near 2 GiB on Linux.
+    const bytesRead = readSync(fd, into, done, Math.min(into.byteLength - done, 1 << 30), position + done);
+    if (bytesRead === 0) {
+      throw new SafetensorsError('TRUNCATED', file, `unexpected end of file at byte ${position + done} (needed ${into.byteLength - done} more)`, tensor);
+    }
+    done += bytesRead;
+  }
+}
+
 /** fh.read may return short counts; loop until `into` is full (the file shrinking underneath is TRUNCATED). */
 async function readExactly(fh: FileHandle, into: Uint8Array, position: number, file: string, tensor?: string): Promise<void> {
   let done = 0;
@@ -363,37 +442,5 @@ export async function readSafetensors(path: string): Promise<Map<string, HostTen
     return await file.readAll();
   } finally {
     await file.close();
-  }
-}
-
-/**
- * Every tensor of a file, read synchronously (for lazily loaded weights behind a synchronous
- * accessor); one tensor at a time, as the async reader does.
- */
-export function readSafetensorsSync(path: string): Map<string, HostTensor> {
-  const fd = openSync(path, 'r');
-  try {
-    const readAt = (into: Uint8Array, position: number, tensor?: string) => {
-      for (let done = 0; done < into.byteLength;) {
-        const n = readSync(fd, into, done, into.byteLength - done, position + done);
-        if (n === 0) throw new SafetensorsError('TRUNCATED', path, `unexpected end of file at byte ${position + done} (needed ${into.byteLength - done} more)`, tensor);
-        done += n;
-      }
-    };
-    const size = fstatSync(fd).size;
-    const prefix = new Uint8Array(8);
-    if (size >= 8) readAt(prefix, 0);
-    const n = headerLength(prefix, size, path);
-    const headerBytes = new Uint8Array(n);
-    readAt(headerBytes, 8);
-    const out = new Map<string, HostTensor>();
-    for (const [name, e] of parseHeader(headerBytes, size - 8 - n, path).entries) {
-      const data = allocate(e.dtype, numel(e.shape));
-      readAt(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), 8 + n + e.begin, name);
-      out.set(name, { dtype: e.dtype, shape: [...e.shape], data });
-    }
-    return out;
-  } finally {
-    closeSync(fd);
   }
 }

@@ -60,3 +60,11 @@ export function sliceTensor(t: HostTensor, starts: readonly number[], ends: read
   }
   return out;
 }
+
+/** Rows [from, to) of the leading axis, sharing the data (no copy). */
+export function leadingRows(t: HostTensor, from: number, to: number): HostTensor {
+  const [rows, ...rest] = t.shape;
+  if (rows === undefined || from < 0 || to > rows || from > to) throw new Error(`rows [${from}, ${to}) of a tensor of shape [${t.shape}]`);
+  const width = numel(rest);
+  return { dtype: t.dtype, shape: [to - from, ...rest], data: t.data.subarray(from * width, to * width) as TypedArray };
+}

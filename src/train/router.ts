@@ -146,6 +146,9 @@ export class RouterTrainer {
   }
 
   static async create(engine: Engine, opts: RouterTrainOptions): Promise<RouterTrainer> {
+    // The loss is differentiated through the transformer's MatMuls: autodiff has no rules for the quantized ones.
+    const precision = engine.precision.transformer ?? 'fp32';
+    if (precision !== 'fp32') throw new HarmonicaError('BAD_INPUT', `router training needs the transformer at fp32 (precision.transformer), got ${precision}: open the engine without a transformer precision`);
     const guided = opts.cfg > 1;
     const rows = guided ? 2 * opts.batch : opts.batch;
     const cfg = { threads: undefined, ...opts.session };

@@ -5,11 +5,12 @@ import { describe, expect, it } from 'vitest';
 import { Engine } from '../../src/engine/engine.js';
 import { writeModelPackage } from '../../src/engine/package.js';
 import { initDitWeights } from '../../src/models/dit-init.js';
+import type { ComponentPrecision } from '../../src/models/precision.js';
 import { initVaeWeights, vaeConfigToDiffusers } from '../../src/models/vae-init.js';
 import type { VaeConfig } from '../../src/models/vae.js';
 import { cachedSha256File, sha256File } from '../../src/util/file-hash.js';
 import { TINY_DIT } from '../helpers/dit-checkpoint.js';
-import { tinyDitPackage } from '../helpers/packages.js';
+import { tinyDitPackage, tinyPixArtPackage } from '../helpers/packages.js';
 
 const TINY_VAE: VaeConfig = { latentChannels: 4, outChannels: 3, blockOutChannels: [8, 16], layersPerBlock: 1, normNumGroups: 4, scalingFactor: 0.18215, midBlockAddAttention: true };
 
@@ -54,6 +55,34 @@ describe('compiled-model cache', () => {
     const inMemory = await (await Engine.open(pkg.dir, { threads: 1, cacheDir: null })).generate(request);
     expect(inMemory.report.compiledCache).toBe('off');
     for (const r of [mapped, reopened]) expect(Buffer.from((r.images[0]!.data as Float32Array).buffer).equals(Buffer.from((inMemory.images[0]!.data as Float32Array).buffer))).toBe(true);
+  });
+});
+
+describe('compiled-model cache and precision', () => {
+  const bytes = (r: { images: { data: unknown }[] }) => Buffer.from((r.images[0]!.data as Float32Array).buffer);
+
+  it('keys each precision apart (step graph and T5 encoder); a quantized graph through mapped external data equals the in-memory one', async () => {
+    const pkg = await tinyPixArtPackage(5, 'precision-keys');
+    const cacheDir = await mkdtemp(join(tmpdir(), 'harmonica-cache-'));
+    const request = { prompt: 'a digit', seed: 3, steps: 2 };
+    const open = (precision: ComponentPrecision, more: object = {}) => Engine.open(pkg.dir, { threads: 1, cacheDir, externalDataBytes: 0, precision, ...more });
+    const entries = async () => (await graphFiles(cacheDir)).filter((f) => f.endsWith('model.onnx')).length;
+    const fp32 = await (await open({})).generate(request);
+    expect(fp32.report.compiledCache).toBe('miss');
+    expect(await entries()).toBe(2); // the step graph and the T5 encoder
+    const int8 = await (await open({ transformer: 'int8' })).generate(request);
+    expect(int8.report).toMatchObject({ compiledCache: 'miss', precision: { transformer: 'int8', textEncoder: 'fp32' } });
+    expect(bytes(int8).equals(bytes(fp32))).toBe(false);
+    expect(await entries()).toBe(3); // the fp32 encoder served again
+    const again = await (await open({ transformer: 'int8' })).generate(request);
+    expect(again.report.compiledCache).toBe('hit');
+    expect(bytes(again).equals(bytes(int8))).toBe(true);
+    const inMemory = await (await open({ transformer: 'int8' }, { cacheDir: null })).generate(request);
+    expect(bytes(inMemory).equals(bytes(int8))).toBe(true);
+    const textInt8 = await (await open({ textEncoder: 'int4' })).generate(request);
+    expect(textInt8.report.compiledCache).toBe('hit');
+    expect(await entries()).toBe(4);
+    expect(bytes(textInt8).equals(bytes(fp32))).toBe(false);
   });
 });
 

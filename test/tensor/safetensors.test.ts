@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { allocate, DTYPES, type DType } from '../../src/tensor/dtype.js';
 import { tensor, type HostTensor } from '../../src/tensor/tensor.js';
 import {
-  parseSafetensors, readSafetensors, readSafetensorsSync, SafetensorsError, SafetensorsFile, serializeSafetensors, tensorSources, writeSafetensors,
+  parseSafetensors, readSafetensors, SafetensorsError, SafetensorsFile, SafetensorsFileSync, serializeSafetensors, tensorSources, writeSafetensors,
   type SafetensorsErrorCode, type TensorSource,
 } from '../../src/tensor/safetensors.js';
 
@@ -352,7 +352,7 @@ describe('streamed copies (tensor sources)', () => {
     await writeSafetensors(join(dir, 'copy.safetensors'), tensorSources([f]), { k: 'v' });
     await f.close();
     expect((await readFile(join(dir, 'copy.safetensors'))).equals(await readFile(streamed))).toBe(true);
-    expect([...readSafetensorsSync(streamed)]).toEqual([...await readSafetensors(streamed)]);
+    expect([...SafetensorsFileSync.open(streamed).readAll()]).toEqual([...await readSafetensors(streamed)]);
   });
 
   it('a source that reads another shape than it declared is BAD_TENSOR, and no file is left', async () => {

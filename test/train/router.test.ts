@@ -24,6 +24,11 @@ const options = (over: Partial<RouterTrainOptions> = {}): RouterTrainOptions => 
 });
 
 describe('HarmoniCa router trainer', () => {
+  it('refuses a quantized transformer (the loss is differentiated through its MatMuls)', async () => {
+    const int8 = await Engine.open((await tinyDitPackage()).dir, { threads: 1, precision: { transformer: 'int8' } });
+    await expect(RouterTrainer.create(int8, options())).rejects.toMatchObject({ code: 'BAD_INPUT', message: expect.stringMatching(/router training needs the transformer at fp32 \(precision.transformer\), got int8/) });
+  });
+
   it('trains rows 1..T-1, keeps row 0 at 5, clamps, and writes an artifact the engine accepts', async () => {
     const trainer = await RouterTrainer.create(engine, options());
     const before = trainer.logits.map((r) => [...r]);
