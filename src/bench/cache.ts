@@ -99,7 +99,8 @@ export async function benchCache(opts: BenchCacheOptions): Promise<CacheBenchRes
     const a = JSON.parse(await readFile(path, 'utf8')) as RouterArtifact;
     const t = a.training ?? {};
     for (const tau of opts.taus?.length ? opts.taus : [a.tau]) {
-      variants.push({ method: a.method, setting: `T=${a.steps},beta=${t.beta ?? '?'},tau=${tau}`, steps: a.steps, cache: `router:${path}@${tau}` });
+      const age = a.maxCacheAge === undefined ? '' : `,age=${a.maxCacheAge}`;
+      variants.push({ method: a.method, setting: `T=${a.steps},beta=${t.beta ?? '?'}${age},tau=${tau}`, steps: a.steps, cache: `router:${path}@${tau}` });
     }
     training.push({ method: a.method, seconds: Number(t.seconds ?? NaN), peakRssMb: typeof t.peakRssMb === 'number' ? t.peakRssMb : null, updates: Number(t.updates ?? NaN) });
   }

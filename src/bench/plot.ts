@@ -17,8 +17,9 @@ const PANELS: Panel[] = [
 ];
 
 /**
- * Quality against measured speedup, one line per method family (its points in speed order),
- * so a method is better where its line lies above the others at the same speed. PSNR is
+ * Quality against measured speedup: every point, and one line per method family through its
+ * frontier (the points no faster point of the family beats), so a method is better where its
+ * line lies above the others at the same speed. PSNR is
  * clipped below at 10 dB so that a method that wrecks the images does not squash the rest.
  */
 export async function frontierPlot(rows: readonly CacheBenchRow[], title: string): Promise<Buffer> {
@@ -40,7 +41,9 @@ export async function frontierPlot(rows: readonly CacheBenchRow[], title: string
     const lines = families.map((f) => {
       const pts = points.filter((q) => q.r.method === f).sort((a, b) => a.r.measuredSpeedup - b.r.measuredSpeedup);
       const color = COLORS[f] ?? '#000';
-      const path = pts.length > 1 ? `<polyline fill="none" stroke="${color}" stroke-width="1.6" points="${pts.map((q) => `${px(q.r.measuredSpeedup)},${py(q.y)}`).join(' ')}"/>` : '';
+      // The line is the family's frontier: points that no faster point of it beats in quality.
+      const front = pts.filter((q, i) => pts.slice(i + 1).every((o) => o.y < q.y));
+      const path = front.length > 1 ? `<polyline fill="none" stroke="${color}" stroke-width="1.6" points="${front.map((q) => `${px(q.r.measuredSpeedup)},${py(q.y)}`).join(' ')}"/>` : '';
       return path + pts.map((q) => `<circle cx="${px(q.r.measuredSpeedup)}" cy="${py(q.y)}" r="3.5" fill="${color}"><title>${f} ${q.r.setting}</title></circle>`).join('');
     }).join('');
     return `<text x="${m}" y="${y0px + 10}" font-size="12">${panel.label}</text>${grid}<line x1="${m}" y1="${y0px + PH - m / 2}" x2="${W - m}" y2="${y0px + PH - m / 2}" stroke="#000"/>${lines}`;
