@@ -19,12 +19,18 @@ function rowCount(features: Floats, dim: number, what: string): number {
   return n;
 }
 
-/** Mean and unbiased covariance (divided by n - 1, as numpy.cov and pytorch-fid do). */
-export function meanAndCovariance(features: Floats, dim: number): { mean: Float64Array; cov: Matrix } {
-  const n = rowCount(features, dim, 'meanAndCovariance');
+/** The mean of n feature rows of `dim` values. */
+function columnMeans(features: Floats, n: number, dim: number): Float64Array {
   const mean = new Float64Array(dim);
   for (let i = 0; i < n; i++) for (let j = 0; j < dim; j++) mean[j]! += features[i * dim + j]!;
   for (let j = 0; j < dim; j++) mean[j]! /= n;
+  return mean;
+}
+
+/** Mean and unbiased covariance (divided by n - 1, as numpy.cov and pytorch-fid do). */
+export function meanAndCovariance(features: Floats, dim: number): { mean: Float64Array; cov: Matrix } {
+  const n = rowCount(features, dim, 'meanAndCovariance');
+  const mean = columnMeans(features, n, dim);
   // Accumulate the upper triangle of sum (x - mu)(x - mu)^T, then mirror it.
   const acc = new Float64Array(dim * dim);
   const centred = new Float64Array(dim);
@@ -125,9 +131,7 @@ export function frechetToReference(reference: Floats, dim: number): (features: F
   const refTrace = ref.cov.trace();
   return (features) => {
     const n = rowCount(features, dim, 'frechetToReference');
-    const mean = new Float64Array(dim);
-    for (let i = 0; i < n; i++) for (let j = 0; j < dim; j++) mean[j]! += features[i * dim + j]!;
-    for (let j = 0; j < dim; j++) mean[j]! /= n;
+    const mean = columnMeans(features, n, dim);
     // Plain loops: ml-matrix's element-wise mmul is ~10x slower at these sizes.
     const xr = new Float64Array(n * dim);
     const centred = new Float64Array(dim);
