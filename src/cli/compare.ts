@@ -24,7 +24,7 @@ export function registerCompare(program: Command): void {
       await writeFile(o.out, c.png);
       const r = (x: number) => Number(x.toFixed(2));
       printReport({
-        model: c.model, cache: c.cache, steps: c.steps,
+        model: c.model, cache: o.cache, steps: c.steps,
         measuredSpeedup: `${r(c.measuredSpeedup)}x (${r(c.measuredRange[0])}-${r(c.measuredRange[1])} over ${o.runs} rounds)`,
         macSpeedup: `${r(c.macSpeedup)}x`, uncachedMs: Math.round(c.uncachedMs), cachedMs: Math.round(c.cachedMs),
         psnr: Number.isFinite(c.psnr) ? `${r(c.psnr)} dB` : 'identical', cur: r(c.cur), out: `${o.out} (left: uncached, right: cached)`,
