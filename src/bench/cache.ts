@@ -1,4 +1,5 @@
-import { readFile, writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { calibrateTeaCache } from '../cache/teacache-calibrate.js';
 import { loadTeaCacheCalibration } from '../cache/teacache.js';
 import type { RouterArtifact } from '../cache/router.js';
@@ -74,6 +75,18 @@ export interface BenchCacheOptions {
   plotPath?: string;
 }
 
+/** The routers a package ships for `sampler` at `steps` or fewer: the frontier's default. */
+async function packageRouters(dir: string, steps: number, sampler: string): Promise<string[]> {
+  const folder = join(dir, 'routers');
+  const names = (await readdir(folder).catch(() => [] as string[])).filter((n) => n.endsWith('.json')).sort();
+  const paths: string[] = [];
+  for (const name of names) {
+    const a = JSON.parse(await readFile(join(folder, name), 'utf8')) as RouterArtifact;
+    if (a.steps <= steps && a.sampler === sampler) paths.push(join(folder, name));
+  }
+  return paths;
+}
+
 /**
  * Every method side by side on one model: sample quality (classifier FID/IS/accuracy),
  * fidelity to the uncached samples of the same seeds (PSNR/SSIM), CUR, MAC speedup and the
@@ -95,7 +108,7 @@ export async function benchCache(opts: BenchCacheOptions): Promise<CacheBenchRes
   }
   const variants = opts.frontier ? frontierVariants(steps, depth) : baselineVariants(steps, depth);
   const training: TrainingRow[] = [];
-  for (const path of opts.routers) {
+  for (const path of opts.routers.length || !opts.frontier ? opts.routers : await packageRouters(engine.pkg.dir, steps, d.sampler)) {
     const a = JSON.parse(await readFile(path, 'utf8')) as RouterArtifact;
     const t = a.training ?? {};
     for (const tau of opts.taus?.length ? opts.taus : [a.tau]) {

@@ -26,7 +26,7 @@ export function registerBenchCache(bench: Command): void {
     .requiredOption('--model <package>', 'bundled model name or package directory')
     .option('--steps <n>', 'denoising steps of the uncached reference (default: the model\'s)', int)
     .option('--n <n>', 'samples per method', int, 500)
-    .option('--router <file...>', 'router artifacts (harmonica and ltc, for these or fewer steps) to include', [])
+    .option('--router <file...>', 'router artifacts (harmonica and ltc, for these or fewer steps) to include (with --frontier, default: every router the package ships for this sampler at these or fewer steps)', [])
     .option('--tau <list>', 'run each router at these thresholds, e.g. 0.1,0.3 (default: its own)', numbers)
     .option('--frontier', 'the frontier: fewer steps at every T\' down to T/4, FORA 2..4, three settings of each policy; says which baseline points a HarmoniCa row dominates')
     .option('--cfg <scale>', 'guidance scale for every row (default: the model\'s)', Number)

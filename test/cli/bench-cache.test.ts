@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
@@ -40,14 +40,16 @@ describe('bench cache', () => {
   it('--frontier: fewer steps down to T/4, FORA 2..4, three settings per policy, routers for fewer steps at several taus', async () => {
     const pkg = await tinyDitPackage(3, 'tiny-dit-32', { ...TINY_PIXEL_DIT, inputSize: 32, patchSize: 8, numClasses: 10 });
     const engine = await Engine.open(pkg.dir, { threads: 1 });
-    const dir = await mkdtemp(join(tmpdir(), 'bench-frontier-'));
     // The frontier: every fewer-steps T' down to T/4, FORA 2..4, three settings per policy,
     // a router trained for fewer steps than the reference on the same chart, at two taus.
     const short = await RouterTrainer.create(engine, { steps: 4, sampler: 'ddim', cfg: 1.5, beta: 1e-3, lr: 0.05, updates: 3, batch: 2, tauTrain: 0.1, tau: 0.1, lambdaMode: 'paper', lambdaNorm: 'none', refresh: 10, seed: 1, session: { threads: 1 } });
-    const shortPath = join(dir, 'short.json');
-    await writeFile(shortPath, JSON.stringify(await short.train()));
+    // Shipped in the package: the frontier takes the package's routers for 6 steps or fewer by default.
+    await mkdir(join(pkg.dir, 'routers'), { recursive: true });
+    const artifact = await short.train();
+    await writeFile(join(pkg.dir, 'routers', 'short.json'), JSON.stringify(artifact));
+    await writeFile(join(pkg.dir, 'routers', 'long.json'), JSON.stringify({ ...artifact, steps: 8, logits: [...artifact.logits, ...artifact.logits] }));
     await short.release();
-    const f = await benchCache({ model: pkg.dir, n: 10, routers: [shortPath], taus: [0.1, 0.5], frontier: true, cfg: 2, timingRuns: 1, threads: 1 });
+    const f = await benchCache({ model: pkg.dir, n: 10, routers: [], taus: [0.1, 0.5], frontier: true, cfg: 2, timingRuns: 1, threads: 1 });
     expect(f.cfg).toBe(2);
     expect(f.rows.filter((row) => row.method === 'fewer-steps').map((row) => row.steps)).toEqual([5, 4, 3, 2]);
     expect(f.rows.filter((row) => row.method === 'fora').map((row) => row.setting)).toEqual(['N=2', 'N=3', 'N=4']);
