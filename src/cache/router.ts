@@ -44,6 +44,9 @@ export function parseRouterArtifact(json: unknown, source: string): RouterArtifa
   return a as RouterArtifact;
 }
 
+/** A router logit's mix weight r; a slot computes at inference iff r > tau. */
+export const sigmoid = (logit: number): number => 1 / (1 + Math.exp(-logit));
+
 /**
  * Learning-to-Cache resets the cache (computes everything) when the diffusion index is odd;
  * the index counts down from T - 1 at the first sampling step (horseee/learning-to-cache,
@@ -95,7 +98,7 @@ export function routerSchedule(a: Pick<RouterArtifact, 'method' | 'steps' | 'sub
   return a.logits.map((row, step) => {
     const all = step === 0 || (a.method === 'ltc' && ltcComputesAll(step, a.steps));
     const forced = ages.forced();
-    const computes = row.map((logit, s) => all || forced[s]! || 1 / (1 + Math.exp(-logit)) > tau);
+    const computes = row.map((logit, s) => all || forced[s]! || sigmoid(logit) > tau);
     ages.advance(computes);
     return computes;
   });

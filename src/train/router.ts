@@ -1,5 +1,5 @@
 import { stepNames } from '../cache/step-graph.js';
-import { CacheAges, ltcComputesAll, ROUTER_FORMAT, routerSchedule, type RouterArtifact } from '../cache/router.js';
+import { CacheAges, ltcComputesAll, ROUTER_FORMAT, routerSchedule, sigmoid, type RouterArtifact } from '../cache/router.js';
 import { dropLearnedSigma, duplicateForCfg, splitGuided } from '../diffusion/cfg.js';
 import { createSampler, initialNoise, type Sampler } from '../diffusion/sampler.js';
 import type { Engine } from '../engine/engine.js';
@@ -84,8 +84,6 @@ interface Trajectory {
 interface Branch extends Trajectory {
   sampler: Sampler;
 }
-
-const sigmoid = (v: number) => 1 / (1 + Math.exp(-v));
 
 /**
  * Stacks per-sample condition feeds (each with 1 row, or 2 with guidance: cond, uncond) into
